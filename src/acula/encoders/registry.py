@@ -1,0 +1,59 @@
+"""Name -> factory registry, in the style of timm's `create_model`.
+
+Factories register with `@register("opera-gt")`; `create("opera-gt", preset="tiny",
+checkpoint=...)` builds the network and (optionally) loads weights through the strict loader.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import AudioEncoder
+
+_REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
+_ALIASES = {"operaGT": "opera-gt", "operaCT": "opera-ct", "operaCE": "opera-ce"}
+
+
+def register(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:
+    def deco(fn: Callable[..., AudioEncoder]) -> Callable[..., AudioEncoder]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_encoders() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def canonical_name(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool = False, **options: Any) -> AudioEncoder:
+    """Build encoder `name`; load `checkpoint` strictly if given (see `acula.encoders.checkpoint`)."""
+    _import_builtin()
+    key = canonical_name(name)
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[key](**options)
+    model.name = key
+    model.config = {"name": key, **options}
+    if checkpoint is not None:
+        from .checkpoint import load_into
+
+        load_into(model, checkpoint, trust_checkpoint=trust_checkpoint)
+    return model
+
+
+def _import_builtin() -> None:
+    """Import the modules whose import registers the built-in encoders."""
+    import importlib
+
+    for mod in ("opera_gt", "opera_ct", "opera_ce", "yamnet", "hf"):
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as e:  # a module not written yet, never a missing dependency
+            if e.name != f"{__package__}.{mod}":
+                raise
