@@ -1,0 +1,94 @@
+"""`acula align`: align an encoder to a teacher on a manifest (`audio_path`, `Gen_Report`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def run_align(args: argparse.Namespace) -> int:
+    from .._io import write_json
+    from ..cli import _encoder
+    from ..data.manifest import read_manifest
+    from ..extract import read_clip
+    from ..audio.io import AudioError
+    from ..text.cache import embed_texts
+    from ..text.teacher import Teacher
+    from .model import AculaModel
+    from .trainer import AlignmentData, TrainConfig, Trainer
+
+    out = Path(args.out)
+    rows = read_manifest(args.manifest, required=("audio_path", "Gen_Report"))
+    if args.exclude_subjects:
+        excluded = {s.strip() for s in Path(args.exclude_subjects).read_text().split() if s.strip()}
+        before = len(rows)
+        rows = [r for r in rows if r.get("subject_id", "") not in excluded]
+        print(f"leakage guard: excluded {before - len(rows)} recordings of {len(excluded)} listed subjects")
+    encoder = _encoder(args)
+    inputs, kept, skipped = [], [], []
+    from tqdm.auto import tqdm
+
+    for r in tqdm(rows, desc="log-mel", unit="clip"):
+        try:
+            inputs.append(read_clip(r["audio_path"], encoder, "acula")[0].numpy())
+            kept.append(r)
+        except AudioError as e:
+            if args.strict:
+                raise
+            skipped.append({"audio_path": r["audio_path"], "reason": e.reason})
+    if skipped:
+        write_json(out / "skipped.json", skipped)
+        print(f"skipped {len(skipped)} unreadable recordings (see {out / 'skipped.json'})")
+    teacher = Teacher(args.teacher, layer=args.teacher_layer, pooling=args.pooling)
+    text = embed_texts(teacher, [r["Gen_Report"] for r in kept], args.cache_dir or out / "text_cache")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, loss=args.loss,
+                      lambda_align=args.lambda_align, lambda_mam=args.lambda_mam, seed=args.seed,
+                      mixed_precision=args.mixed_precision, grad_checkpointing=args.grad_checkpointing,
+                      save_every_steps=args.save_every_steps, tensorboard=args.tensorboard)
+    model = AculaModel(encoder, text_dim=teacher.hidden_size)
+    trainer = Trainer(model, AlignmentData(np.stack(inputs), text), cfg, out,
+                      run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
+    hist = trainer.fit(resume=not args.no_resume)
+    if trainer.acc.is_main_process:
+        from ..encoders.checkpoint import save_encoder
+
+        save_encoder(model.encoder, out / "encoder.safetensors")
+        last = hist[-1] if hist else {}
+        print(f"done: {trainer.step} steps; final loss {last.get('loss', float('nan')):.4f} "
+              f"(align {last.get('align', float('nan')):.4f}, mam {last.get('mam', float('nan')):.4f}); "
+              f"checkpoint {out / 'acula_final.pt'}, encoder {out / 'encoder.safetensors'}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    from ..cli import _add_encoder_args
+
+    p = sub.add_parser("align", help="align an audio encoder to report embeddings (MAM + CKA)")
+    p.add_argument("--manifest", required=True, help="CSV with audio_path, Gen_Report[, subject_id]")
+    _add_encoder_args(p)
+    p.add_argument("--teacher", default="minilm", help="teacher LM: minilm, a local path or a HF id")
+    p.add_argument("--teacher-layer", type=int, default=-1)
+    p.add_argument("--pooling", default="mean", choices=["mean", "last", "cls"])
+    p.add_argument("--cache-dir", default=None, help="report-embedding cache (default OUT/text_cache)")
+    p.add_argument("--exclude-subjects", default=None, help="file of subject ids never to align on (test subjects)")
+    p.add_argument("--loss", default="cka", choices=["cka", "rbf_cka", "cka_feature", "info_nce"])
+    p.add_argument("--lambda-align", type=float, default=1.0)
+    p.add_argument("--lambda-mam", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--save-every-steps", type=int, default=0)
+    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable recording")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_align)

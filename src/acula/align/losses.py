@@ -1,0 +1,89 @@
+"""Alignment losses.
+
+`linear_cka` is linear CKA (Kornblith et al. 2019) on sample x sample Gram matrices: it compares
+how the batch's audio clips relate to each other with how their paired reports relate, so it
+depends on which audio goes with which report and needs no equal widths. `cka_feature` is the
+published AcuLa formula (feature x feature Grams, SPEC §3.3), kept only to reproduce the paper:
+its two Grams are computed independently, so it is blind to the pairing.
+
+The CKA functions return a similarity in [0, 1]; the training loss is `1 - similarity`. Degenerate batches
+(B < 2, constant features) give similarity 0 with finite gradients instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-12
+
+
+def _center(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(dim=0, keepdim=True)
+
+
+def _cosine_of_grams(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """<K, L>_F / (||K||_F ||L||_F), safe when either Gram is zero."""
+    num = (k * l).sum()
+    den = torch.sqrt(((k * k).sum() * (l * l).sum()).clamp_min(EPS))
+    return num / den
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA between paired rows of x (B, dx) and y (B, dy), computed in float32."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear_cka needs paired rows, got {x.shape[0]} and {y.shape[0]}")
+    if x.shape[0] < 2:
+        return x.new_zeros((), dtype=torch.float32) + 0.0 * (x.sum() + y.sum()).float()
+    x = _center(x.float())
+    y = _center(y.float())
+    return _cosine_of_grams(x @ x.T, y @ y.T)
+
+
+def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """CKA with Gaussian kernels; bandwidth = sigma x median pairwise distance (Kornblith et al.)."""
+    if x.shape[0] < 2:
+        return x.new_zeros((), dtype=torch.float32) + 0.0 * (x.sum() + y.sum()).float()
+
+    def gram(z: torch.Tensor) -> torch.Tensor:
+        d2 = torch.cdist(z.float(), z.float()).pow(2)
+        med = d2.detach()[~torch.eye(len(z), dtype=torch.bool, device=z.device)].median().clamp_min(EPS)
+        k = torch.exp(-d2 / (2 * sigma**2 * med))
+        h = torch.eye(len(z), device=z.device) - 1.0 / len(z)
+        return h @ k @ h
+
+    return _cosine_of_grams(gram(x), gram(y))
+
+
+def cka_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The published AcuLa 'CKA' (SPEC §3.3): feature Grams, needs equal widths, ignores pairing."""
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"cka_feature needs equal widths, got {x.shape[1]} and {y.shape[1]}")
+    x = _center(x.float())
+    y = _center(y.float())
+    return _cosine_of_grams(x.T @ x, y.T @ y)
+
+
+def info_nce_loss(x: torch.Tensor, y: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) over paired projections: an alternative pairing-aware objective."""
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"info_nce needs equal widths, got {x.shape[1]} and {y.shape[1]}")
+    logits = F.normalize(x.float(), dim=1) @ F.normalize(y.float(), dim=1).T / temperature
+    target = torch.arange(len(x), device=x.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+LOSSES = {
+    "cka": lambda x, y: 1.0 - linear_cka(x, y),
+    "rbf_cka": lambda x, y: 1.0 - rbf_cka(x, y),
+    "cka_feature": lambda x, y: 1.0 - cka_feature(x, y),
+    "info_nce": info_nce_loss,
+}
+
+
+def alignment_loss(name: str):
+    """Loss function `(audio_proj, text_proj) -> scalar` for a configured name."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown alignment loss {name!r}; choose from {', '.join(LOSSES)}") from None

@@ -1,0 +1,302 @@
+"""The alignment training loop: AdamW, warm-up + linear decay, accumulation, clipping, exact resume.
+
+Runs as one process or under `accelerate launch` / `torchrun`. Each optimiser step draws one
+*global* batch from a per-epoch permutation fixed by the seed; process r takes its slice. The
+alignment loss is computed on projections gathered from every process (with gradients flowing
+back to each local shard), so N processes x batch b give the loss and gradients of one process
+with batch N*b. Everything that decides the next step (weights, optimiser, scheduler, RNG, epoch
+and batch position) is in the checkpoint, so a killed run resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._io import atomic_path
+from .losses import alignment_loss
+from .model import AculaModel
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32  # global batch per optimiser micro-step (split across processes)
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    lambda_align: float = 1.0
+    lambda_mam: float = 1.0
+    loss: str = "cka"
+    clip_norm: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "no"  # "no" | "bf16" (GPU)
+    grad_checkpointing: bool = False
+    save_every_steps: int = 0  # 0 = only at epoch ends
+    tensorboard: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class AlignmentData:
+    """Paired inputs: encoder inputs (N, T, M) (a memory-mapped array is fine) and text embeddings (N, H)."""
+
+    def __init__(self, inputs: np.ndarray, text_emb: np.ndarray):
+        if len(inputs) != len(text_emb):
+            raise ValueError(f"{len(inputs)} audio inputs but {len(text_emb)} text embeddings")
+        if len(inputs) < 2:
+            raise ValueError("alignment needs at least 2 paired recordings")
+        if not np.isfinite(text_emb).all():
+            raise ValueError("text embeddings contain NaN or Inf")
+        self.inputs = inputs
+        self.text_emb = np.asarray(text_emb, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        order = np.argsort(idx)  # sorted reads are cheaper on a memmap
+        x = np.asarray(self.inputs[idx[order]], dtype=np.float32)[np.argsort(order)]
+        return torch.from_numpy(x), torch.from_numpy(self.text_emb[idx])
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 keeping the autograd graph (identity in one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return x
+    if torch.distributed.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain types, so checkpoints load with `weights_only=True`."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"]), p["gauss"]))
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains an `AculaModel` on `AlignmentData`; writes checkpoints and a CSV log to `out_dir`."""
+
+    def __init__(self, model: AculaModel, data: AlignmentData, config: TrainConfig, out_dir: str | Path,
+                 run_config: dict[str, Any] | None = None, accelerator=None):
+        from accelerate import Accelerator
+
+        self.cfg = config
+        self.out_dir = Path(out_dir)
+        self.data = data
+        self.run_config = run_config or {}
+        self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        self.world = self.acc.num_processes
+        self.rank = self.acc.process_index
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by {self.world} processes")
+        self.loss_fn = alignment_loss(config.loss)
+        seed_everything(config.seed)
+        if config.grad_checkpointing and hasattr(model.encoder, "grad_checkpointing"):
+            model.encoder.grad_checkpointing = True
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # norms, biases and tokens are not decayed
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        self.steps_per_epoch = len(data) // (config.batch_size * config.grad_accum)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{len(data)} recordings are fewer than one optimiser step "
+                f"(batch {config.batch_size} x accumulation {config.grad_accum})"
+            )
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: linear_warmup_decay(s, config.warmup_steps, self.total_steps)
+        )
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.step = 0  # optimiser steps done
+        self.history: list[dict[str, float]] = []
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        m: AculaModel = self.acc.unwrap_model(self.model)
+        return {
+            "epoch": self.step // self.steps_per_epoch,
+            "step": self.step,
+            "audio_model_state_dict": m.encoder.state_dict(),
+            "audio_projection_mlp_state_dict": m.audio_projection.state_dict(),
+            "language_projection_mlp_state_dict": m.language_projection.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict(),
+            "rng_state": _rng_state(),
+            "config": {
+                "train": asdict(self.cfg),
+                "encoder": dict(m.encoder.config),
+                "heads": m.head_config,
+                **self.run_config,
+            },
+        }
+
+    def save(self, path: Path) -> None:
+        if self.acc.is_main_process:
+            with atomic_path(path) as tmp:
+                torch.save(self.state(), tmp)
+        self.acc.wait_for_everyone()
+
+    def resume(self, path: Path) -> None:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        m: AculaModel = self.acc.unwrap_model(self.model)
+        m.encoder.load_state_dict(ck["audio_model_state_dict"], strict=True)
+        m.audio_projection.load_state_dict(ck["audio_projection_mlp_state_dict"], strict=True)
+        m.language_projection.load_state_dict(ck["language_projection_mlp_state_dict"], strict=True)
+        self.optimizer.load_state_dict(ck["optimizer_state_dict"])
+        self.scheduler.load_state_dict(ck["scheduler_state_dict"])
+        _set_rng_state(ck["rng_state"])
+        self.step = int(ck["step"])
+
+    # ---- the loop ----------------------------------------------------------------------
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data))
+
+    def compute_loss(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        with self.acc.autocast():
+            a, p, mam = self.model(x, t, with_mam=self.cfg.lambda_mam > 0)
+        a_all, p_all = gather_with_grad(a.float()), gather_with_grad(p.float())
+        align = self.loss_fn(a_all, p_all) if self.cfg.lambda_align > 0 else a.new_zeros(())
+        loss = self.cfg.lambda_align * align + self.cfg.lambda_mam * mam.float()
+        # each process back-propagates its local MAM term (DDP averages the gradients); the logged
+        # value is the mean over processes, i.e. the loss of the global batch
+        mam_all = self.acc.reduce(mam.detach().float(), "mean") if self.world > 1 else mam.detach().float()
+        total = self.cfg.lambda_align * float(align.detach()) + self.cfg.lambda_mam * float(mam_all)
+        return loss, {"loss": total, "align": float(align.detach()), "mam": float(mam_all)}
+
+    def fit(self, resume: bool = True, max_steps: int | None = None) -> list[dict[str, float]]:
+        """Train to the end (or to `max_steps` optimiser steps, e.g. for time-limited jobs), resuming
+        from `checkpoint_last.pt` when present."""
+        cfg = self.cfg
+        last = self.out_dir / "checkpoint_last.pt"
+        if resume and last.exists():
+            self.resume(last)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "train_log.csv"
+        if self.acc.is_main_process:
+            self._truncate_log(log_path)
+        stop = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
+        writer = self._tensorboard()
+        local = cfg.batch_size // self.world
+        micro_per_step = cfg.grad_accum
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="align", unit="step",
+                   disable=not self.acc.is_main_process, dynamic_ncols=True)
+        self.model.train()
+        t0 = time.time()
+        while self.step < stop:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            perm = self._permutation(epoch)
+            terms = {"loss": 0.0, "align": 0.0, "mam": 0.0}
+            for micro in range(micro_per_step):
+                start = (in_epoch * micro_per_step + micro) * cfg.batch_size
+                idx = perm[start + self.rank * local: start + (self.rank + 1) * local]
+                x, t = self.data.batch(idx)
+                x, t = x.to(self.acc.device), t.to(self.acc.device)
+                sync = micro == micro_per_step - 1
+                ctx = self.acc.no_sync(self.model) if (not sync and self.world > 1) else contextlib.nullcontext()
+                with ctx:
+                    loss, parts = self.compute_loss(x, t)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
+                    self.acc.backward(loss / micro_per_step)
+                for k in terms:
+                    terms[k] += parts[k] / micro_per_step
+            if cfg.clip_norm:
+                self.acc.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            row = {"step": self.step, "epoch": epoch, **terms, "lr": self.scheduler.get_last_lr()[0],
+                   "seconds": time.time() - t0}
+            self.history.append(row)
+            if self.acc.is_main_process:
+                self._log(log_path, row)
+                if writer is not None:
+                    for k in ("loss", "align", "mam", "lr"):
+                        writer.add_scalar(f"train/{k}", row[k], self.step)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", align=f"{terms['align']:.4f}", mam=f"{terms['mam']:.4f}")
+            bar.update(1)
+            end_of_epoch = self.step % self.steps_per_epoch == 0
+            if end_of_epoch or (cfg.save_every_steps and self.step % cfg.save_every_steps == 0):
+                self.save(last)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if self.step == self.total_steps:
+            self.save(self.out_dir / "acula_final.pt")
+        return self.history
+
+    def _truncate_log(self, path: Path) -> None:
+        """Drop log rows past the resumed step (written after the last checkpoint by a killed run)."""
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        if rows:
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        else:
+            path.unlink()
+
+    def _log(self, path: Path, row: dict[str, float]) -> None:
+        new = not path.exists()
+        with open(path, "w" if new else "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.acc.is_main_process):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tensorboard"))

@@ -1,0 +1,222 @@
+"""`acula demo`: the whole AcuLa loop on the embedded synthetic corpus, end to end on a CPU.
+
+1. synthesise heart / lung / cough recordings with CirCor / ICBHI / CoughVID metadata;
+2. split subjects into train and test (disjoint, asserted); only train subjects are aligned on;
+3. write a clinical report per recording and embed each unique report once with the teacher;
+4. from one initialisation, train two encoders for the same steps: MAM only (baseline) and
+   MAM + CKA to the report embeddings (AcuLa), for each seed;
+5. linear-probe both on held-out subjects: murmur, crackles, wheezes (AUROC), respiratory rate (MAE).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._io import write_json
+from .align.model import AculaModel
+from .align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
+from .data import synthetic
+from .data.manifest import read_manifest, write_manifest
+from .data.splits import subject_split
+from .encoders import create
+from .evaluate.probe import probe_over_seeds
+from .extract import read_clip
+from .text.cache import embed_texts
+from .text.reports import report_for
+from .text.teacher import Teacher
+
+# (task name, modality, label column, kind)
+TASKS = [
+    ("murmur", "heart", "murmur", "classification"),
+    ("crackles", "lung", "crackles", "classification"),
+    ("wheezes", "lung", "wheezes", "classification"),
+    ("respiratory_rate", "lung", "respiratory_rate", "regression"),
+]
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    n_heart: int = 60
+    n_lung: int = 50
+    n_cough: int = 80
+    corpus_seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    probe_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    test_fraction: float = 0.3
+    encoder: str = "opera-gt"
+    preset: str = "tiny"
+    teacher: str = "minilm"
+    teacher_layer: int = -1
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=5e-4, warmup_steps=10, weight_decay=0.01)
+    )
+    cache_dir: Path | None = None
+
+
+def _float_or_none(v: str) -> float | None:
+    return None if v in ("", "nan", "None") else float(v)
+
+
+def split_subjects(rows: list[dict], test_fraction: float, seed: int) -> set[str]:
+    """Test subjects, chosen per modality and stratified by that modality's main label."""
+    test: set[str] = set()
+    key = {"heart": "murmur", "lung": "crackles", "cough": None}
+    for modality, label in key.items():
+        sub = [r for r in rows if r["modality"] == modality]
+        if not sub:
+            continue
+        groups = np.array([r["subject_id"] for r in sub])
+        labels = None
+        if label:
+            labels = np.array([str(r[label]) for r in sub])
+        _, te = subject_split(groups, test_fraction, seed, labels=labels)
+        test |= set(groups[te])
+    return test
+
+
+def encode_inputs(rows: list[dict], encoder) -> np.ndarray:
+    """One 8.19-s log-mel per recording (the AcuLa policy), computed once and reused by every run."""
+    return np.stack([read_clip(r["audio_path"], encoder, "acula")[0].numpy()
+                     for r in tqdm(rows, desc="log-mel", unit="clip")])
+
+
+@torch.inference_mode()
+def features(encoder, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    encoder.eval()
+    return np.concatenate([encoder.forward_feature(torch.from_numpy(x[i:i + batch])).numpy()
+                           for i in range(0, len(x), batch)])
+
+
+def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], probe_seeds) -> dict[str, dict]:
+    out = {}
+    for name, modality, col, kind in TASKS:
+        idx = [i for i, r in enumerate(rows) if r["modality"] == modality and _float_or_none(r[col]) is not None]
+        y = np.array([_float_or_none(rows[i][col]) for i in idx])
+        if kind == "classification":
+            y = y.astype(int)
+        groups = np.array([rows[i]["subject_id"] for i in idx])
+        is_test = np.array([g in test_subjects for g in groups])
+        X = feats[idx]
+        out[name] = probe_over_seeds(X[~is_test], y[~is_test], X[is_test], y[is_test], task=kind,
+                                     groups_train=groups[~is_test], seeds=tuple(probe_seeds))
+    return out
+
+
+def run(cfg: DemoConfig) -> dict:
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cfg.cache_dir or out / "text_cache")
+
+    # 1. corpus
+    manifest = synthetic.build(out / "corpus", n_heart=cfg.n_heart, n_lung=cfg.n_lung, n_cough=cfg.n_cough,
+                               seed=cfg.corpus_seed)
+    rows = read_manifest(manifest, required=("audio_path", "subject_id", "dataset", "modality"))
+
+    # 2. subject-disjoint split; alignment sees train subjects only
+    test_subjects = split_subjects(rows, cfg.test_fraction, seed=cfg.corpus_seed)
+    train_rows = [r for r in rows if r["subject_id"] not in test_subjects]
+    assert not {r["subject_id"] for r in train_rows} & test_subjects, "a test subject leaked into alignment"
+
+    # 3. reports and teacher embeddings (each unique report encoded once, cached on disk)
+    for r in rows:
+        r["Gen_Report"] = report_for(r["dataset"], r, seed=cfg.corpus_seed)
+    write_manifest(out / "alignment_manifest.csv", train_rows)
+    teacher = Teacher(cfg.teacher, layer=cfg.teacher_layer)
+    text_emb = embed_texts(teacher, [r["Gen_Report"] for r in train_rows], cache_dir)
+
+    # 4. inputs once, then baseline (MAM) and AcuLa (MAM + CKA) from the same initialisation
+    probe_encoder = create(cfg.encoder, preset=cfg.preset)
+    x_all = encode_inputs(rows, probe_encoder)
+    train_idx = np.array([i for i, r in enumerate(rows) if r["subject_id"] not in test_subjects])
+    data = AlignmentData(x_all[train_idx], text_emb)
+
+    per_seed: dict[str, list[dict]] = {"initial": [], "baseline": [], "aligned": []}
+    for seed in cfg.seeds:
+        seed_everything(seed)
+        init = create(cfg.encoder, preset=cfg.preset)
+        per_seed["initial"].append(run_probes(features(init, x_all), rows, test_subjects, cfg.probe_seeds))
+        for arm, lam in (("baseline", 0.0), ("aligned", cfg.train.lambda_align or 1.0)):
+            model = AculaModel(copy.deepcopy(init), text_dim=teacher.hidden_size)
+            tcfg = replace(cfg.train, lambda_align=lam, seed=seed)
+            Trainer(model, data, tcfg, out / "runs" / f"{arm}-seed{seed}",
+                    run_config={"teacher": teacher.key, "arm": arm}).fit(resume=True)
+            per_seed[arm].append(run_probes(features(model.encoder, x_all), rows, test_subjects, cfg.probe_seeds))
+
+    results = summarise(per_seed, cfg, time.time() - t0, n_rows=len(rows), n_align=len(train_rows),
+                        n_test_subjects=len(test_subjects))
+    write_json(out / "results.json", results)
+    plot(results, out / "results.png")
+    return results
+
+
+def summarise(per_seed: dict[str, list[dict]], cfg: DemoConfig, wall: float, **counts) -> dict:
+    """Mean ± std over alignment seeds of each seed's probe mean (probe seeds averaged first)."""
+    tasks = []
+    for name, _, _, kind in TASKS:
+        entry = {"name": name, "metric": "MAE" if kind == "regression" else "AUROC",
+                 "higher_is_better": kind != "regression"}
+        for arm, runs in per_seed.items():
+            vals = [r[name]["mean"] for r in runs]
+            entry[arm] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals}
+        entry["n_train"] = per_seed["aligned"][0][name]["n_train"] + per_seed["aligned"][0][name]["n_val"]
+        entry["n_test"] = per_seed["aligned"][0][name]["n_test"]
+        tasks.append(entry)
+    wins = sum((t["aligned"]["mean"] > t["baseline"]["mean"]) == t["higher_is_better"] for t in tasks)
+    return {
+        "tasks": tasks,
+        "wall_seconds": wall,
+        "aligned_wins": wins,
+        "seeds": list(cfg.seeds),
+        "probe_seeds": list(cfg.probe_seeds),
+        "encoder": f"{cfg.encoder}:{cfg.preset}",
+        "teacher": cfg.teacher,
+        "train": {k: v for k, v in cfg.train.__dict__.items() if k != "extra"},
+        **counts,
+    }
+
+
+def table(results: dict) -> str:
+    lines = [f"{'task':<18} {'metric':<6} {'initial':>15} {'baseline (MAM)':>16} {'aligned (AcuLa)':>16}"]
+    for t in results["tasks"]:
+        cell = lambda a: f"{t[a]['mean']:.3f} ± {t[a]['std']:.3f}"  # noqa: E731
+        better = (t["aligned"]["mean"] > t["baseline"]["mean"]) == t["higher_is_better"]
+        lines.append(f"{t['name']:<18} {t['metric']:<6} {cell('initial'):>15} {cell('baseline'):>16} "
+                     f"{cell('aligned'):>16} {'*' if better else ''}")
+    lines.append(f"aligned better on {results['aligned_wins']}/{len(results['tasks'])} tasks (*); "
+                 f"mean ± std over {len(results['seeds'])} alignment seeds; {results['wall_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ._io import atomic_path
+
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2))
+    for ax, t in zip(np.atleast_1d(axes), tasks):
+        arms = ["initial", "baseline", "aligned"]
+        means = [t[a]["mean"] for a in arms]
+        stds = [t[a]["std"] for a in arms]
+        ax.bar(["init", "MAM", "AcuLa"], means, yerr=stds, color=["#bbbbbb", "#7a9cc6", "#d9822b"], capsize=4)
+        ax.set_title(f"{t['name']} ({t['metric']}{'↑' if t['higher_is_better'] else '↓'})", fontsize=10)
+        if t["metric"] == "AUROC":
+            ax.set_ylim(min(0.4, min(means) - 0.05), 1.0)
+            ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    fig.suptitle("held-out subjects, mean ± std over alignment seeds", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""N processes x batch b give the loss and gradients of one process with batch N*b (gloo, CPU)."""
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup(world: int, out: str):
+    from test_trainer import _cfg, _data, _model
+
+    from acula.align.trainer import Trainer
+
+    cfg = _cfg(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0)
+    return Trainer(_model(), _data(n=16), cfg, out)
+
+
+def _one_step(tr):
+    """Loss and gradients of the first global batch."""
+    perm = tr._permutation(0)
+    local = tr.cfg.batch_size // tr.world
+    idx = perm[tr.rank * local:(tr.rank + 1) * local]
+    x, t = tr.data.batch(idx)
+    loss, parts = tr.compute_loss(x, t)
+    tr.acc.backward(loss)
+    grads = {n: p.grad.detach().clone() for n, p in tr.acc.unwrap_model(tr.model).named_parameters()
+             if p.grad is not None}
+    return parts["loss"], grads
+
+
+def _worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), ACCELERATE_USE_CPU="true")
+    torch.set_num_threads(1)
+    tr = _setup(world, out)
+    assert tr.world == world, f"accelerate saw {tr.world} processes"
+    loss, grads = _one_step(tr)
+    if rank == 0:
+        torch.save({"loss": loss, "grads": grads}, Path(out) / "dist.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_match_one_process(tmp_path):
+    single = _setup(1, str(tmp_path / "single"))
+    loss1, grads1 = _one_step(single)
+    port = _free_port()
+    mp.start_processes(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    dist = torch.load(tmp_path / "dist.pt", weights_only=True)
+    assert dist["loss"] == pytest.approx(loss1, rel=1e-5, abs=1e-6)
+    assert set(dist["grads"]) == set(grads1)
+    for k, g in grads1.items():
+        np.testing.assert_allclose(dist["grads"][k].numpy(), g.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acula.align.losses import alignment_loss, cka_feature, info_nce_loss, linear_cka, rbf_cka
+
+
+def _rot(d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0].float()
+
+
+def test_cka_identity_rotation_scale():
+    x = torch.randn(32, 16)
+    assert linear_cka(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    assert linear_cka(x, 3.7 * x @ _rot(16)).item() == pytest.approx(1.0, abs=1e-5)
+    # different widths are fine for true CKA
+    y = torch.cat([x, torch.zeros(32, 4)], 1) @ _rot(20, 1)
+    assert linear_cka(x, y).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cka_falls_when_pairing_is_shuffled():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 8, generator=g)
+    a = z @ torch.randn(8, 32, generator=g) + 0.1 * torch.randn(64, 32, generator=g)
+    t = z @ torch.randn(8, 48, generator=g) + 0.1 * torch.randn(64, 48, generator=g)
+    paired = linear_cka(a, t).item()
+    shuffled = linear_cka(a, t[torch.randperm(64, generator=g)]).item()
+    assert paired > 0.8 and shuffled < paired - 0.4
+
+
+def test_published_feature_cka_is_blind_to_pairing():
+    """SPEC §3.3: the published loss is the same for paired and shuffled text rows, and 0 for t = a[perm]."""
+    g = torch.Generator().manual_seed(0)
+    a, t = torch.randn(24, 512, generator=g), torch.randn(24, 512, generator=g)
+    perm = torch.randperm(24, generator=g)
+    assert cka_feature(a, t).item() == pytest.approx(cka_feature(a, t[perm]).item(), rel=1e-5)
+    assert 1 - cka_feature(a, a[perm]).item() == pytest.approx(0.0, abs=1e-5)
+    assert 1 - linear_cka(a, a[perm]).item() > 0.01  # true CKA notices
+
+
+def test_reference_value_of_feature_cka():
+    """Hand-computed with numpy in float64 from the SPEC formula."""
+    rng = np.random.default_rng(3)
+    a, t = rng.normal(size=(10, 5)), rng.normal(size=(10, 5))
+    A, T = a - a.mean(0), t - t.mean(0)
+    Ga, Gt = A.T @ A, T.T @ T
+    ref = (Ga * Gt).sum() / (np.linalg.norm(Ga) * np.linalg.norm(Gt))
+    got = cka_feature(torch.tensor(a, dtype=torch.float32), torch.tensor(t, dtype=torch.float32)).item()
+    assert got == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("fn", [linear_cka, rbf_cka, cka_feature])
+def test_degenerate_batches_give_finite_values_and_grads(fn):
+    for x in (torch.ones(6, 4, requires_grad=True), torch.randn(1, 4, requires_grad=True)):
+        y = torch.randn(x.shape[0], 4)
+        v = fn(x, y)
+        v.backward()
+        assert torch.isfinite(v) and torch.isfinite(x.grad).all()
+
+
+def test_alignment_loss_names():
+    x = torch.randn(8, 4)
+    assert alignment_loss("cka")(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    assert torch.isfinite(alignment_loss("info_nce")(x, x))
+    assert info_nce_loss(x, x) < info_nce_loss(x, x.flip(0))
+    with pytest.raises(ValueError, match="unknown alignment loss"):
+        alignment_loss("nope")
+
+
+arrays = st.integers(min_value=2, max_value=24).flatmap(
+    lambda b: st.tuples(st.just(b), st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**31 - 1),
+                        st.floats(1e-3, 1e3))
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays)
+def test_cka_properties(params):
+    b, dx, dy, seed, scale = params
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, dx, generator=g) * scale
+    y = torch.randn(b, dy, generator=g)
+    for fn in (linear_cka, rbf_cka):
+        v = fn(x, y).item()
+        assert -1e-5 <= v <= 1 + 1e-5
+        assert v == pytest.approx(fn(y, x).item(), abs=1e-4)  # symmetric
+    # invariant to isotropic scaling and orthogonal transforms, and to translation
+    z = 2.5 * x @ _rot(dx, seed % 1000) + 7.0
+    assert linear_cka(z, y).item() == pytest.approx(linear_cka(x, y).item(), abs=1e-4)
+    if dx == dy:
+        assert -1e-5 <= cka_feature(x, y).item() <= 1 + 1e-5
