@@ -39,7 +39,10 @@ def read_tsv(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
             continue
         f = dict(zip(header, line.split("\t")))
         shape_txt = f.get("shape", "").strip("()[] ")
-        shape = tuple(int(s) for s in shape_txt.replace("x", ",").split(",") if s.strip()) if shape_txt else ()
+        if shape_txt in ("", "scalar"):  # 0-d entries, e.g. BatchNorm's num_batches_tracked
+            shape = ()
+        else:
+            shape = tuple(int(s) for s in shape_txt.replace("x", ",").split(",") if s.strip())
         rows.append((f["key"], shape, f.get("dtype", "float32")))
     return rows
 
