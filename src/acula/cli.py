@@ -14,13 +14,16 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="weights: .ckpt/.pt/.safetensors/.tflite or hf://owner/repo/file")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints that need full unpickling (can run arbitrary code: only for files you trust)")
+    p.add_argument("--allow-missing-decoder", action="store_true",
+                   help="accept an encoder-only checkpoint (features work; masked-audio modelling starts fresh)")
 
 
 def _encoder(args):
     from .encoders import create
 
     opts = {"preset": args.preset} if args.preset else {}
-    return create(args.encoder, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint, **opts)
+    return create(args.encoder, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint,
+                  allow_missing_decoder=args.allow_missing_decoder, **opts)
 
 
 def cmd_demo(args) -> int:

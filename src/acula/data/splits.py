@@ -12,7 +12,18 @@ def train_val_split(
     """Indices (train, val); grouped by subject when `groups` is given, stratified when possible."""
     idx = np.arange(n)
     if groups is not None:
-        return subject_split(groups, val_fraction, seed, labels=stratify)
+        if stratify is None:
+            return subject_split(groups, val_fraction, seed)
+        # small sets: a grouped split can leave one class out of validation; try further seeds
+        # deterministically before giving up, since a one-class validation set cannot select a model
+        for attempt in range(20):
+            tr, va = subject_split(groups, val_fraction, seed + attempt, labels=stratify)
+            if len(np.unique(stratify[va])) == len(np.unique(stratify)):
+                return tr, va
+        raise ValueError(
+            f"cannot draw a subject-disjoint validation set holding every class "
+            f"({len(np.unique(groups))} subjects, classes {np.unique(stratify).tolist()})"
+        )
     if stratify is not None and np.min(np.unique(stratify, return_counts=True)[1]) >= 2:
         sss = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
         return next(sss.split(idx, stratify))

@@ -45,6 +45,8 @@ class AudioEncoder(nn.Module):
     # recomputes them deterministically or never uses them (listed in the load report)
     ignorable_missing: tuple[str, ...] = ()
     ignorable_unexpected: tuple[str, ...] = ()
+    # prefixes of the masked-modelling decoder/head: a checkpoint without them can still feed features
+    decoder_prefixes: tuple[str, ...] = ()
     config: dict[str, Any] = {}  # constructor arguments, set by the registry; saved with checkpoints
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -31,7 +31,8 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool = False, **options: Any) -> AudioEncoder:
+def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool = False,
+           allow_missing_decoder: bool = False, **options: Any) -> AudioEncoder:
     """Build encoder `name`; load `checkpoint` strictly if given (see `acula.encoders.checkpoint`)."""
     _import_builtin()
     key = canonical_name(name)
@@ -43,7 +44,7 @@ def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool =
     if checkpoint is not None:
         from .checkpoint import load_into
 
-        load_into(model, checkpoint, trust_checkpoint=trust_checkpoint)
+        load_into(model, checkpoint, trust_checkpoint=trust_checkpoint, allow_missing_decoder=allow_missing_decoder)
     return model
 
 
