@@ -267,13 +267,18 @@ class Teacher:
 
     def _from_pretrained(self, auto_class, kw: dict) -> torch.nn.Module:
         """Load strictly: a weight missing from the checkpoint would silently stay random."""
-        report = logging.getLogger("transformers.modeling_utils")
-        level = report.level
-        report.setLevel(logging.ERROR)  # its load report lists e.g. lm_head as unused; we check ourselves
+        # transformers' load report lists e.g. lm_head as unused, and at that log level it also
+        # checks a tensor-parallel plan we do not use; we check the keys ourselves below
+        loggers = [logging.getLogger(n) for n in ("transformers.modeling_utils",
+                                                   "transformers.distributed.tensor_parallel")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
         try:
             model, info = auto_class.from_pretrained(str(self.source), output_loading_info=True, **kw)
         finally:
-            report.setLevel(level)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
             raise ValueError(f"teacher {self.name!r}: the checkpoint at {self.source} lacks {len(missing)} weights "
