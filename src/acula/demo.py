@@ -44,9 +44,9 @@ TASKS = [
 @dataclass
 class DemoConfig:
     out: Path = Path("runs/demo")
-    n_heart: int = 60
-    n_lung: int = 50
-    n_cough: int = 80
+    n_heart: int = 72  # subjects; x4 auscultation sites
+    n_lung: int = 64  # subjects; x4 chest locations
+    n_cough: int = 96  # subjects; one cough each
     corpus_seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
     probe_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -59,6 +59,7 @@ class DemoConfig:
         default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=5e-4, warmup_steps=10, weight_decay=0.01)
     )
     cache_dir: Path | None = None
+    probe_options: dict = field(default_factory=dict)  # LinearProbe overrides; empty = the OPERA protocol
 
 
 def _float_or_none(v: str) -> float | None:
@@ -95,7 +96,8 @@ def features(encoder, x: np.ndarray, batch: int = 64) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
-def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], probe_seeds) -> dict[str, dict]:
+def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], probe_seeds,
+               **probe_options) -> dict[str, dict]:
     out = {}
     for name, modality, col, kind in TASKS:
         idx = [i for i, r in enumerate(rows) if r["modality"] == modality and _float_or_none(r[col]) is not None]
@@ -106,7 +108,7 @@ def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], pro
         is_test = np.array([g in test_subjects for g in groups])
         X = feats[idx]
         out[name] = probe_over_seeds(X[~is_test], y[~is_test], X[is_test], y[is_test], task=kind,
-                                     groups_train=groups[~is_test], seeds=tuple(probe_seeds))
+                                     groups_train=groups[~is_test], seeds=tuple(probe_seeds), **probe_options)
     return out
 
 
@@ -143,13 +145,15 @@ def run(cfg: DemoConfig) -> dict:
     for seed in cfg.seeds:
         seed_everything(seed)
         init = create(cfg.encoder, preset=cfg.preset)
-        per_seed["initial"].append(run_probes(features(init, x_all), rows, test_subjects, cfg.probe_seeds))
+        per_seed["initial"].append(run_probes(features(init, x_all), rows, test_subjects, cfg.probe_seeds,
+                                                   **cfg.probe_options))
         for arm, lam in (("baseline", 0.0), ("aligned", cfg.train.lambda_align or 1.0)):
             model = AculaModel(copy.deepcopy(init), text_dim=teacher.hidden_size)
             tcfg = replace(cfg.train, lambda_align=lam, seed=seed)
             Trainer(model, data, tcfg, out / "runs" / f"{arm}-seed{seed}",
                     run_config={"teacher": teacher.key, "arm": arm}).fit(resume=True)
-            per_seed[arm].append(run_probes(features(model.encoder, x_all), rows, test_subjects, cfg.probe_seeds))
+            per_seed[arm].append(run_probes(features(model.encoder, x_all), rows, test_subjects,
+                                                cfg.probe_seeds, **cfg.probe_options))
 
     results = summarise(per_seed, cfg, time.time() - t0, n_rows=len(rows), n_align=len(train_rows),
                         n_test_subjects=len(test_subjects))
