@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .align.cli import register_cli as align_cli
 
     align_cli(sub)
-    for mod in ("acula.text.reports", "acula.encoders.checkpoint"):
+    for mod in ("acula.text.reports", "acula.encoders.checkpoint", "acula.evaluate.bench"):
         try:
             module = __import__(mod, fromlist=["register_cli"])
         except ModuleNotFoundError:

@@ -56,6 +56,8 @@ class LinearProbe:
     decay: float = 0.97
     clip: float = 1.0
     seed: int = 0
+    ckpt_every: int = 1  # validate every N epochs (OPERA: 5 for KAUH, 3 for SSBPR/MMLung); the last epoch always
+    patience: int | None = None  # stop after this many validations without improvement (OPERA MMLung: 5)
 
     def _check(self, X: np.ndarray, name: str) -> torch.Tensor:
         X = np.asarray(X, dtype=np.float32)
@@ -82,8 +84,8 @@ class LinearProbe:
         self.model_ = _head(Xt.shape[1], n_out, self.head)
         opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.decay)
-        best, best_state = None, None
-        for _ in range(self.epochs):
+        best, best_state, stale = None, None, 0
+        for epoch in range(self.epochs):
             self.model_.train()
             for b in torch.randperm(len(Xt), generator=g).split(self.batch_size):
                 out = self._forward(Xt[b])
@@ -95,10 +97,16 @@ class LinearProbe:
                 nn.utils.clip_grad_norm_(self.model_.parameters(), self.clip)
                 opt.step()
             sched.step()
+            if (epoch + 1) % self.ckpt_every and epoch + 1 != self.epochs:
+                continue
             metric = self.score(X_val, y_val)
             better = best is None or (metric < best if reg else metric > best)
             if better:
-                best, best_state = metric, copy.deepcopy(self.model_.state_dict())
+                best, best_state, stale = metric, copy.deepcopy(self.model_.state_dict()), 0
+            else:
+                stale += 1
+                if self.patience is not None and stale >= self.patience:
+                    break
         self.model_.load_state_dict(best_state)
         self.best_val_ = best
         return self

@@ -1,0 +1,111 @@
+"""Downstream task registry: the OPERA benchmark (SPEC §5.2), two cardiac tasks, and CSV-defined tasks.
+
+    from acula.evaluate.tasks import get_task, resolve_tasks
+    data = get_task("T7").load("/data")        # TaskData: paths, labels, subjects, split / folds
+    tasks = resolve_tasks("T1,T7,circor-murmur")
+
+Ids follow OPERA's `scripts/eval_all.sh` (T3, T4 and T12 need datasets available on request only and
+are not included, as in AcuLa's `linear_eval.py`).
+"""
+
+from __future__ import annotations
+
+from . import cardiac, opera
+from .base import InputPolicy, Task, TaskData, TaskError
+from .custom import csv_task, read_task_csv
+
+__all__ = ["InputPolicy", "Task", "TaskData", "TaskError", "TASKS", "csv_task", "get_task", "list_tasks",
+           "read_task_csv", "register_task", "resolve_tasks"]
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.id in TASKS or any(t.name == task.name for t in TASKS.values()):
+        raise ValueError(f"task {task.id} / {task.name} is already registered")
+    TASKS[task.id] = task
+    return task
+
+
+def list_tasks() -> list[Task]:
+    return list(TASKS.values())
+
+
+def get_task(key: str) -> Task:
+    """By id (T7) or name (icbhi-copd), case-insensitive."""
+    k = key.strip().lower()
+    for t in TASKS.values():
+        if k in (t.id.lower(), t.name.lower()):
+            return t
+    raise KeyError(f"unknown task {key!r}; known: {', '.join(t.id for t in TASKS.values())} (or 'all')")
+
+
+def resolve_tasks(spec: str) -> list[Task]:
+    """"T1,T7" / "all" / names -> tasks, in the order given, without duplicates."""
+    keys = [k for k in spec.split(",") if k.strip()]
+    if any(k.strip().lower() == "all" for k in keys):
+        return list_tasks()
+    out: list[Task] = []
+    for k in keys:
+        t = get_task(k)
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def _register_builtin() -> None:
+    sec = opera.input_sec
+    cls = dict(kind="classification")
+    reg = dict(kind="regression", batch_size=64)
+    uk = "official participant-level lists, downsampled: train 1000 / val 500 / test 1000 files"
+    for tid, mod in (("T1", "exhalation"), ("T2", "cough")):
+        register_task(Task(tid, f"coviduk-{mod}", "UK COVID-19", mod, target="COVID-19 test Negative 0 / Positive 1",
+                           protocol=uk, loader=opera.coviduk(mod), input_sec=sec(8.18, 2, 2),
+                           label_map=opera.COVIDUK_LABELS, **cls))
+    cv = "shipped uuid lists: train / val, test = the gender-balanced test uuids"
+    register_task(Task("T5", "coughvid-covid", "CoughVID", "cough", target="status healthy 0 / COVID-19 1",
+                       protocol=cv, loader=opera.coughvid("covid"), input_sec=sec(8.18, 2, 2),
+                       label_map=opera.COUGHVID_LABELS["covid"][1], **cls))
+    register_task(Task("T6", "coughvid-sex", "CoughVID", "cough", target="gender male 0 / female 1",
+                       protocol=cv, loader=opera.coughvid("sex"), input_sec=sec(8.18, 2, 2),
+                       label_map=opera.COUGHVID_LABELS["sex"][1], **cls))
+    register_task(Task("T7", "icbhi-copd", "ICBHI 2017", "lung", target="patient diagnosis Healthy 0 / COPD 1",
+                       protocol="official train/test; val = 20 % of training patients (stratified, seed 1337)",
+                       loader=opera.icbhi, input_sec=sec(8.18, 8, 8), label_map=opera.ICBHI_LABELS,
+                       batch_size=32, **cls))
+    for tid, label, target in (("T8", "smoker", "smoker no 0 / yes 1"), ("T9", "sex", "sex male 0 / female 1")):
+        register_task(Task(tid, f"coswara-{label}", "Coswara", "cough-shallow", target=target,
+                           protocol="HeAR-aligned google split; val = 20 % of train (stratified, seed 1337)",
+                           loader=opera.coswara(label), input_sec=sec(8.18, 2, 8),
+                           label_map=opera.COSWARA_LABELS[label][1], batch_size=32, **cls))
+    register_task(Task("T10", "kauh", "KAUH", "lung", target="healthy 0 / asthma or COPD 1",
+                       protocol="subject-wise 70/10/20 (stratified, seed 42)", loader=opera.kauh,
+                       input_sec=sec(8.18, 8, 8), label_map={"N": 0, "asthma": 1, "COPD": 1},
+                       epochs=50, batch_size=32, ckpt_every=5, **cls))
+    register_task(Task("T11", "copd-severity", "RespiratoryDatabase@TR", "lung (12 channels)",
+                       target="COPD severity COPD0..COPD4 (5 classes)",
+                       protocol="patient-wise: 20 % test, then 20 % of the rest val (stratified, seed 1337)",
+                       loader=opera.copd_tr, input_sec=sec(8.18, 8, 8), label_map=opera.TR_LABELS,
+                       batch_size=32, **cls))
+    tid = 13
+    for mod in ("breath", "vowels"):
+        for col, short in (("FVC", "fvc"), ("FEV1", "fev1"), ("FEV1/FVC", "fev1-fvc")):
+            register_task(Task(f"T{tid}", f"mmlung-{mod}-{short}", "MMLung", mod, target=f"{col} (spirometry)",
+                               protocol="leave-one-participant-out; val = 11 % of the other participants (seed 42)",
+                               loader=opera.mmlung(mod, col), input_sec=sec(5, 1, 20), pad={"opera-ct": "zero"},
+                               ckpt_every=3, patience=5, fold_val_fraction=0.11, **reg))
+            tid += 1
+    register_task(Task("T19", "nosemic-rr", "NoseMic", "nasal breathing", target="respiratory rate (breaths/min)",
+                       protocol="leave-one-subject-out; val = 20 % of the other subjects (seed 42)",
+                       loader=opera.nosemic, input_sec=sec(8, 1, 30), **reg))
+    register_task(Task("circor-murmur", "circor-murmur", "CirCor DigiScope", "heart",
+                       target="murmur Absent 0 / Present 1 (Unknown left out)",
+                       protocol="patient-wise 60/20/20 (stratified, seed 42)", loader=cardiac.circor,
+                       input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_LABELS, batch_size=32, **cls))
+    register_task(Task("zchsound", "zchsound", "ZCHSound", "heart", target="NORMAL 0 / ASD, PDA, PFO or VSD 1",
+                       protocol="recording-level 60/20/20 (stratified, seed 42)", loader=cardiac.zchsound,
+                       input_sec=sec(8.18, 8, 8), label_map={"NORMAL": 0, "ASD": 1, "PDA": 1, "PFO": 1, "VSD": 1},
+                       batch_size=32, **cls))
+
+
+_register_builtin()
