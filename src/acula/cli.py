@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .align.cli import register_cli as align_cli
 
     align_cli(sub)
-    for mod in ("acula.text.reports", "acula.encoders.checkpoint", "acula.evaluate.bench"):
+    for mod in ("acula.text.reports", "acula.encoders.checkpoint", "acula.evaluate.bench",
+                "acula.evaluate.zeroshot", "acula.evaluate.retrieval", "acula.evaluate.finetune",
+                "acula.evaluate.figures"):
         try:
             module = __import__(mod, fromlist=["register_cli"])
         except ModuleNotFoundError:

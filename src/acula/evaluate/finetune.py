@@ -1,0 +1,384 @@
+"""`acula finetune`: adapt an encoder end to end to a downstream task (OPERA's fine-tuning recipe).
+
+    acula finetune --encoder opera-gt --checkpoint gt.ckpt --tasks T7,circor-murmur --data-root /data --out runs/ft
+    acula finetune --encoder opera-gt --preset tiny --task-csv my_task.csv --out runs/ft-mine
+
+Encoder + linear head, trained on the task's train split and selected on its validation split. Defaults
+follow OPERA's `finetuning.py` (SPEC §5.5): Adam with lr 1e-4 for the head, x0.99 per epoch, early stopping
+on the validation metric (AUROC, or MAE for regression) with patience 10, testing the best-validation
+weights, seeds 0-4. The encoder learns at 0.1 x the head's rate (`--encoder-lr-scale`): the pretrained
+features then move slowly while the fresh head catches up. Inputs are the task's benchmark inputs (SPEC
+§1.4: GT windows averaged per clip, CE/CT whole recordings), computed once per task, so epochs never
+re-decode audio. Results use `acula bench`'s files (results.csv, results_seeds.csv, results.md), so
+`acula bench compare probe/results.csv finetune/results.csv` sets frozen-probe and fine-tuned numbers
+side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._io import write_json, write_text
+from ..audio import frontend
+from ..audio.io import AudioError, load_audio
+from ..data.splits import train_val_split
+from ..encoders.base import AudioEncoder
+from ..extract import read_clip
+from .bench import (RESULT_COLUMNS, SEED_COLUMNS, _csv_text, _fmt, _min_samples, _seeds, _window_seconds,
+                    markdown, pad_whole)
+from .probe import _head
+from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, resolve_tasks
+from .zeroshot import auroc_over_present_classes
+
+LOG_COLUMNS = ["task", "seed", "fold", "epoch", "train_loss", "val_metric", "best", "lr_head", "lr_encoder"]
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 64  # at most; early stopping usually ends sooner
+    patience: int = 10  # epochs without a better validation metric before stopping
+    batch_size: int | None = None  # clips per step; None = the task's probe batch size
+    lr: float = 1e-4  # head
+    encoder_lr_scale: float = 0.1  # encoder lr = lr * this
+    decay: float = 0.99  # lr x decay after every epoch
+    weight_decay: float = 0.0
+    clip: float = 1.0  # gradient-norm clipping
+    head: str = "linear"
+
+    def __post_init__(self):
+        for name in ("epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"fine-tuning {name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"fine-tuning batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0 or self.encoder_lr_scale < 0 or not 0 < self.decay <= 1:
+            raise ValueError(f"need lr > 0, encoder_lr_scale >= 0 and 0 < decay <= 1, got {self.lr}, "
+                             f"{self.encoder_lr_scale}, {self.decay}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# inputs, computed once per task
+
+
+def clip_input(path: str, encoder: AudioEncoder, policy: InputPolicy | None) -> torch.Tensor:
+    """(K, ...) encoder inputs of one recording, exactly as `acula bench` embeds it for this task."""
+    if policy is None:
+        return read_clip(path, encoder, encoder.contract.window_policy)
+    if policy.kind == "windows":
+        with _window_seconds(encoder, policy.seconds):
+            return read_clip(path, encoder, "opera")
+    if policy.kind == "whole":
+        c = encoder.contract
+        wave = load_audio(path, sample_rate=c.sample_rate)
+        wave, _ = frontend.trim_silence(wave, 60.0, frame_length=c.sample_rate // 10, hop_length=c.sample_rate // 20)
+        wave = pad_whole(wave, _min_samples(encoder, policy.seconds), policy.pad)
+        x = frontend.logmel(torch.from_numpy(np.ascontiguousarray(wave))[None], sample_rate=c.sample_rate)
+        try:
+            encoder.check_input(x)
+        except ValueError as e:
+            raise AudioError(path, str(e)) from e
+        return x
+    raise ValueError(f"unknown input policy kind {policy.kind!r}")
+
+
+def task_inputs(encoder: AudioEncoder, task: Task, data: TaskData, progress: bool = False
+                ) -> tuple[list[torch.Tensor], np.ndarray, list[str]]:
+    """Inputs of every readable recording, their row indices in `data`, and a note on the unreadable."""
+    policy = task.input_policy(encoder.name)
+    inputs, kept, skipped = [], [], []
+    for i, p in enumerate(tqdm(data.paths, desc=f"{task.id} inputs", unit="clip", disable=not progress)):
+        try:
+            inputs.append(clip_input(p, encoder, policy))
+            kept.append(i)
+        except AudioError as e:
+            skipped.append((p, e.reason))
+    notes = [f"{len(skipped)} recordings could not be read and are left out (e.g. {skipped[0][0]}: "
+             f"{skipped[0][1]})"] if skipped else []
+    return inputs, np.array(kept, dtype=int), notes
+
+
+def clip_features(encoder: AudioEncoder, clips: list[torch.Tensor], device: str | torch.device) -> torch.Tensor:
+    """(B, D): each clip's windows through the encoder, averaged (OPERA-GT's clip feature).
+
+    Windows of the same shape share one forward pass; whole recordings of different lengths go in groups.
+    """
+    owner = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(clips)]).to(device)
+    windows = [w for c in clips for w in c]
+    shapes: dict[tuple, list[int]] = {}
+    for j, w in enumerate(windows):
+        shapes.setdefault(tuple(w.shape), []).append(j)
+    parts, order = [], []
+    for idx in shapes.values():
+        parts.append(encoder.forward_feature(torch.stack([windows[j] for j in idx]).to(device)).float())
+        order += idx
+    feats = torch.cat(parts)[torch.argsort(torch.tensor(order, device=device))]
+    sums = torch.zeros(len(clips), feats.shape[1], device=device, dtype=feats.dtype).index_add(0, owner, feats)
+    counts = torch.bincount(owner, minlength=len(clips)).to(feats.dtype)
+    return sums / counts[:, None]
+
+
+# --------------------------------------------------------------------------------------------------------
+# one training run
+
+
+class EarlyStopping:
+    """Best-so-far tracking on a validation metric; `stop` after `patience` epochs without improvement."""
+
+    def __init__(self, patience: int, higher_is_better: bool):
+        self.patience, self.higher = patience, higher_is_better
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def update(self, value: float) -> bool:
+        """True when `value` is a new best."""
+        better = self.best is None or (value > self.best if self.higher else value < self.best)
+        if better:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+class _Model(nn.Module):
+    def __init__(self, encoder: AudioEncoder, head: nn.Module, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.mean, self.std = mean, std  # regression: predict head(x) * std + mean (as LinearProbe)
+
+    def forward(self, clips: list[torch.Tensor], device) -> torch.Tensor:
+        return self.head(clip_features(self.encoder, clips, device)) * self.std + self.mean
+
+
+@torch.no_grad()
+def _predict(model: _Model, inputs: list[torch.Tensor], idx: np.ndarray, batch_size: int, device) -> np.ndarray:
+    model.eval()
+    return torch.cat([model([inputs[i] for i in idx[s:s + batch_size]], device).float().cpu()
+                      for s in range(0, len(idx), batch_size)]).numpy()
+
+
+def score(model: _Model, inputs, y, idx, kind: str, batch_size: int, device) -> float:
+    out = _predict(model, inputs, idx, batch_size, device)
+    if kind == "regression":
+        return float(np.abs(out[:, 0] - y[idx]).mean())
+    proba = torch.softmax(torch.from_numpy(out), dim=1).numpy()
+    return auroc_over_present_classes(y[idx], proba)
+
+
+def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndarray, tr: np.ndarray, va: np.ndarray,
+                   te: np.ndarray, kind: str, n_classes: int, cfg: FinetuneConfig, seed: int, batch_size: int,
+                   device: str | torch.device = "cpu", log_rows: list[dict] | None = None, tag: dict | None = None
+                   ) -> dict:
+    """Fine-tune a copy of `encoder` on `tr`, select on `va`, score `te`.
+
+    Returns {test, best_val, epochs, model}; `model.encoder` / `model.head` hold the best-validation weights.
+    """
+    reg = kind == "regression"
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    enc = copy.deepcopy(encoder).to(device)
+    head = _head(enc.feature_dim, 1 if reg else n_classes, cfg.head)
+    mean, std = 0.0, 1.0
+    if reg:  # the training targets' statistics, as LinearProbe
+        mean, std = float(y[tr].mean()), float(max(y[tr].std(ddof=1) if len(tr) > 1 else 1.0, 1e-8))
+    model = _Model(enc, head, mean, std).to(device)
+    opt = torch.optim.Adam([{"params": [p for p in enc.parameters() if p.requires_grad],
+                             "lr": cfg.lr * cfg.encoder_lr_scale},
+                            {"params": list(head.parameters()), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.decay)
+    target = torch.as_tensor(y, dtype=torch.float32 if reg else torch.long)
+    stopper = EarlyStopping(cfg.patience, higher_is_better=not reg)
+    best_state, epoch = None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for b in torch.randperm(len(tr), generator=gen).split(batch_size):
+            idx = tr[b.numpy()]
+            out = model([inputs[i] for i in idx], device)
+            t = target[idx].to(device)
+            loss = nn.functional.mse_loss(out[:, 0], t) if reg else nn.functional.cross_entropy(out, t)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite fine-tuning loss ({tag or {}}, seed {seed}, epoch {epoch}); "
+                                         "try a smaller --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+        lrs = [g["lr"] for g in opt.param_groups]
+        sched.step()
+        val = score(model, inputs, y, va, kind, batch_size, device)
+        if stopper.update(val):
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if log_rows is not None:
+            log_rows.append({**(tag or {}), "epoch": epoch, "train_loss": f"{np.mean(losses):.6f}",
+                             "val_metric": f"{val:.6f}", "best": f"{stopper.best:.6f}",
+                             "lr_head": f"{lrs[1]:.3e}", "lr_encoder": f"{lrs[0]:.3e}"})
+        if stopper.stop:
+            break
+    model.load_state_dict(best_state)
+    return {"test": score(model, inputs, y, te, kind, batch_size, device), "best_val": float(stopper.best),
+            "epochs": epoch, "model": model}
+
+
+# --------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, seeds: tuple[int, ...],
+                  cfg: FinetuneConfig, device: str = "cpu", progress: bool = False,
+                  log: Callable[[str], None] = print) -> tuple[dict, list[dict], list[str], list[dict]]:
+    """One task -> (results row, per-seed rows, notes, per-epoch log rows), in `acula bench`'s row format."""
+    if data_root is None and task.modality != "custom":
+        raise TaskError(f"{task.id}: --data-root is required for registered tasks")
+    data = task.load(data_root or ".")
+    notes = list(data.notes)
+    log(f"{task.id} {task.name}: {data.describe()}")
+    inputs, kept, skip_notes = task_inputs(encoder, task, data, progress)
+    if len(kept) < len(data):
+        data = data.subset(kept)
+        data.validate(task.id, task.kind)
+    notes += skip_notes
+    y = data.labels.astype(float) if task.kind == "regression" else data.labels.astype(int)
+    n_classes = len(data.classes) if data.classes else int(y.max()) + 1
+    batch = cfg.batch_size or task.batch_size
+    log_rows: list[dict] = []
+    values, fold_std, sizes = [], [], []
+    for s in seeds:
+        if data.split is not None:
+            tr, va, te = data.part("train"), data.part("val"), data.part("test")
+            r = finetune_split(encoder, inputs, y, tr, va, te, task.kind, n_classes, cfg, s, batch, device,
+                               log_rows, {"task": task.id, "seed": s, "fold": ""})
+            values.append(r["test"])
+            sizes.append((len(tr), len(va), len(te)))
+            log(f"  seed {s}: {task.metric} {r['test']:.4f} (best validation {r['best_val']:.4f} after "
+                f"{r['epochs']} epochs)")
+        else:
+            per_fold = []
+            for k, held in enumerate(data.folds):
+                rest = np.setdiff1d(np.arange(len(data)), held)
+                a, b = train_val_split(len(rest), task.fold_val_fraction, task.fold_val_seed,
+                                       groups=data.subjects[rest])
+                r = finetune_split(encoder, inputs, y, rest[a], rest[b], held, task.kind, n_classes, cfg, s, batch,
+                                   device, log_rows, {"task": task.id, "seed": s, "fold": k})
+                per_fold.append(r["test"])
+                sizes.append((len(a), len(b), len(held)))
+            values.append(float(np.mean(per_fold)))
+            fold_std.append(float(np.std(per_fold)))
+            log(f"  seed {s}: {task.metric} {values[-1]:.4f} (mean over {len(per_fold)} held-out folds)")
+    n_train, n_val = (int(round(np.mean([z[i] for z in sizes]))) for i in (0, 1))
+    n_test = sizes[0][2] if data.split is not None else int(sum(len(f) for f in data.folds))
+    row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric,
+           "mean": _fmt(float(np.mean(values))), "std": _fmt(float(np.std(values))), "n_seeds": len(seeds),
+           "n_train": n_train, "n_val": n_val, "n_test": n_test,
+           "std_folds": _fmt(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
+    seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": _fmt(v),
+                  "std_folds": _fmt(fold_std[i]) if fold_std else ""} for i, (s, v) in enumerate(zip(seeds, values))]
+    log(f"  {task.metric} = {np.mean(values):.4f} ± {np.std(values):.4f} over {len(seeds)} seed(s)")
+    return row, seed_rows, notes, log_rows
+
+
+def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_root: str | Path | None = None,
+                 seeds: tuple[int, ...] = (0, 1, 2, 3, 4), cfg: FinetuneConfig | None = None,
+                 checkpoint: str | None = None, device: str = "cpu", progress: bool = False,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Fine-tune on each task; write results.csv, results_seeds.csv, results.md, finetune_log.csv, run.json."""
+    cfg = cfg or FinetuneConfig()
+    out = Path(out)
+    rows, seed_rows, log_rows, notes = [], [], [], {}
+    options = ", ".join(f"{k}={v}" for k, v in encoder.config.items() if k != "name") or "defaults"
+    title = f"acula finetune: {encoder.name} ({options}; checkpoint {checkpoint or 'none'})"
+    config = {"encoder": dict(encoder.config), "checkpoint": checkpoint, "seeds": list(seeds), "finetune": asdict(cfg),
+              "data_root": str(data_root) if data_root else None, "tasks": [t.id for t in tasks]}
+    for task in tasks:
+        try:
+            row, srows, tnotes, lrows = finetune_task(task, encoder, data_root, seeds, cfg, device, progress, log)
+        except (TaskError, AudioError, ValueError, FileNotFoundError) as e:  # one failed task must not stop the others
+            msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
+            log(f"{task.id} {task.name}: ERROR {msg}")
+            row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric, "mean": "",
+                   "std": "", "n_seeds": 0, "n_train": "", "n_val": "", "n_test": "", "std_folds": "",
+                   "status": "error", "error": msg}
+            srows, tnotes, lrows = [], [], []
+        rows.append(row)
+        seed_rows += srows
+        log_rows += lrows
+        notes[task.id] = tnotes
+        write_text(out / "results.csv", _csv_text(rows, RESULT_COLUMNS))
+        write_text(out / "results_seeds.csv", _csv_text(seed_rows, SEED_COLUMNS))
+        write_text(out / "results.md", markdown(rows, notes, title))
+        write_text(out / "finetune_log.csv", _csv_text(log_rows, LOG_COLUMNS))
+        write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# command line
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..cli import _encoder
+
+    if not args.tasks and not args.task_csv:
+        raise ValueError("give --tasks T1,T7,... (see `acula bench --list`) and/or --task-csv FILE")
+    tasks = resolve_tasks(args.tasks) if args.tasks else []
+    if tasks and not args.data_root:
+        raise ValueError("--data-root DIR is required for registered tasks")
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder")
+    tasks += [csv_task(p, kind=args.task_kind) for p in args.task_csv or []]
+    torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
+    encoder = _encoder(args)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = FinetuneConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                         encoder_lr_scale=args.encoder_lr_scale, decay=args.decay, weight_decay=args.weight_decay,
+                         head=args.head)
+    rows = run_finetune(encoder, tasks, args.out, args.data_root, seeds=args.seeds, cfg=cfg,
+                        checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    failed = [r["task"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} task(s) failed: {', '.join(failed)} (see the error column)", file=sys.stderr)
+    return 1 if failed and len(failed) == len(rows) else 0
+
+
+def register_cli(subparsers) -> None:
+    from ..cli import _add_encoder_args
+
+    d = FinetuneConfig()
+    p = subparsers.add_parser("finetune", help="fine-tune an encoder end to end on benchmark or CSV tasks",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_encoder_args(p)
+    p.add_argument("--tasks", default=None, help="comma-separated task ids or names, or 'all' (acula bench --list)")
+    p.add_argument("--task-csv", action="append", default=None,
+                   help="custom task CSV (audio_path,label[,split][,subject_id]); repeatable")
+    p.add_argument("--task-kind", choices=["classification", "regression", "auto"], default="classification")
+    p.add_argument("--data-root", default=None, help="folder holding the downloaded datasets (docs/bench.md)")
+    p.add_argument("--out", required=True, help="output folder (results.csv/.md, results_seeds.csv, finetune_log.csv)")
+    p.add_argument("--seeds", type=_seeds, default=tuple(range(5)), help="number of seeds (0..N-1) or a list")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the task's)")
+    p.add_argument("--lr", type=float, default=d.lr, help="head learning rate (Adam)")
+    p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
+                   help="encoder learning rate = lr x this (0 keeps the encoder fixed)")
+    p.add_argument("--decay", type=float, default=d.decay, help="learning-rate factor per epoch")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--head", choices=["linear", "mlp"], default=d.head)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
