@@ -17,7 +17,7 @@ def run_align(args: argparse.Namespace) -> int:
     from ..text.cache import embed_texts
     from ..text.teacher import Teacher
     from .model import AculaModel
-    from .trainer import AlignmentData, TrainConfig, Trainer
+    from .trainer import AlignmentData, TrainConfig, Trainer, seed_everything
 
     out = Path(args.out)
     rows = read_manifest(args.manifest, required=("audio_path", "Gen_Report"))
@@ -26,6 +26,7 @@ def run_align(args: argparse.Namespace) -> int:
         before = len(rows)
         rows = [r for r in rows if r.get("subject_id", "") not in excluded]
         print(f"leakage guard: excluded {before - len(rows)} recordings of {len(excluded)} listed subjects")
+    seed_everything(args.seed)  # a randomly initialised encoder (no --checkpoint) is then the same every run
     encoder = _encoder(args)
     inputs, kept, skipped = [], [], []
     from tqdm.auto import tqdm
@@ -41,6 +42,10 @@ def run_align(args: argparse.Namespace) -> int:
     if skipped:
         write_json(out / "skipped.json", skipped)
         print(f"skipped {len(skipped)} unreadable recordings (see {out / 'skipped.json'})")
+    if len(kept) < 2:
+        why = f" (reasons in {out / 'skipped.json'})" if skipped else ""
+        raise ValueError(f"{args.manifest}: only {len(kept)} of {len(rows)} recordings are readable{why}; "
+                         "alignment needs at least 2")
     teacher = Teacher(args.teacher, layer=args.teacher_layer, pooling=args.pooling)
     text = embed_texts(teacher, [r["Gen_Report"] for r in kept], args.cache_dir or out / "text_cache")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
@@ -48,6 +53,7 @@ def run_align(args: argparse.Namespace) -> int:
                       lambda_align=args.lambda_align, lambda_mam=args.lambda_mam, seed=args.seed,
                       mixed_precision=args.mixed_precision, grad_checkpointing=args.grad_checkpointing,
                       save_every_steps=args.save_every_steps, tensorboard=args.tensorboard)
+    seed_everything(args.seed)  # the projection heads too, whatever loading the teacher drew from the RNG
     model = AculaModel(encoder, text_dim=teacher.hidden_size)
     trainer = Trainer(model, AlignmentData(np.stack(inputs), text), cfg, out,
                       run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
