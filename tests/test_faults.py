@@ -254,8 +254,6 @@ def test_strict_rerun_does_not_accept_a_saved_skip(encoder, clips, tmp_path, mon
         _embed(encoder, clips, resume_dir=partial, strict=True)
 
 
-@pytest.mark.xfail(strict=True, reason="acula/cli.py (lead): `acula embed` has no --resume flag yet; it should pass "
-                                       "resume_dir=Path(args.out + '.partial') to embed_files")
 def test_cli_embed_resume_flag(clips, tmp_path):
     out = tmp_path / "e.npz"
     assert main(["embed", *clips, "--encoder", "opera-gt", "--preset", "tiny", "--resume", "--out", str(out)]) == 0

@@ -115,9 +115,6 @@ def test_a_planted_resume_checkpoint_is_not_unpickled(evil, audio, tmp_path):
     assert not (out / "acula_final.pt").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="align/trainer.py Trainer.resume: a truncated checkpoint_last.pt makes "
-                                       "torch.load raise OSError (a pickle payload: UnpicklingError), a traceback "
-                                       "instead of a ValueError naming the file and --no-resume")
 def test_an_unreadable_resume_checkpoint_is_a_clean_error(evil, audio, tmp_path, capsys):
     path, _ = evil
     out = tmp_path / "run"

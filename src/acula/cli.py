@@ -49,8 +49,11 @@ def cmd_embed(args) -> int:
         print("no audio inputs found", file=sys.stderr)
         return 2
     policy = args.policy or encoder.contract.window_policy
-    result = embed_files(encoder, paths, policy=policy, batch_size=args.batch_size, strict=args.strict)
-    result.config = describe(encoder, policy, args.checkpoint)
+    config = describe(encoder, policy, args.checkpoint)  # fails early on a bad configuration
+    resume_dir = Path(str(args.out) + ".partial") if args.resume else None
+    result = embed_files(encoder, paths, policy=policy, batch_size=args.batch_size, strict=args.strict,
+                         resume_dir=resume_dir)
+    result.config = config
     result.save(args.out)
     print(f"embedded {len(result.paths)} / {len(paths)} files -> {args.out} "
           f"({encoder.feature_dim}-d); skipped {len(result.skipped_paths)}")
@@ -83,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windowing policy (default: the encoder's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished chunks in OUT.partial/ so a killed run continues where it stopped")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=cmd_embed)
 

@@ -183,7 +183,11 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def resume(self, path: Path) -> None:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, foreign pickle, ...: never trust it, never crash with a traceback
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+                             f"delete it or rerun with --no-resume to start over") from e
         m: AculaModel = self.acc.unwrap_model(self.model)
         m.encoder.load_state_dict(ck["audio_model_state_dict"], strict=True)
         m.audio_projection.load_state_dict(ck["audio_projection_mlp_state_dict"], strict=True)
@@ -276,8 +280,9 @@ class Trainer:
         """Drop log rows past the resumed step (written after the last checkpoint by a killed run)."""
         if not path.exists():
             return
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        with open(path, newline="") as f:  # a row torn by a kill has an empty or partial step: drop it
+            rows = [r for r in csv.DictReader(f)
+                    if (r.get("step") or "").isdigit() and int(r["step"]) <= self.step and None not in r.values()]
         if rows:
             with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
