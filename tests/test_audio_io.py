@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from acula.audio import AudioError, audio_info, load_audio
+from acula.audio import io as audio_io
 
 SR = 16000
 
@@ -65,6 +66,10 @@ ERROR_CASES = {
     "constant_dc": ("dc.wav", lambda p: write(p, np.full(SR, 0.25, np.float32), subtype="FLOAT"), "no signal"),
     "stereo_cancels": ("anti.wav", lambda p: write(p, np.stack([tone(1, SR), -tone(1, SR)], 1), subtype="FLOAT"),
                        "no signal"),
+    "rate_2hz": ("slow.wav", lambda p: write(p, tone(1.0, SR), 2), "implausible sample rate 2 Hz"),
+    "rate_999hz": ("slow999.wav", lambda p: write(p, tone(1.0, 999), 999), "implausible sample rate 999 Hz"),
+    "huge_square": ("square.wav", lambda p: write(p, np.sign(tone(1.0, 44100, 100.0)) * np.float32(3.3e38), 44100,
+                                                  subtype="FLOAT"), "exceeds the float32 range"),
     "nan": ("nan.wav", _nonfinite(np.nan), "non-finite samples (NaN/Inf)"),
     "inf": ("inf.wav", _nonfinite(np.inf), "non-finite samples (NaN/Inf)"),
 }
@@ -162,14 +167,13 @@ def test_max_seconds_reads_only_the_start(tmp_path, monkeypatch):
     x = tone(seconds, sr) + rng.uniform(-0.1, 0.1, int(seconds * sr)).astype(np.float32)
     path = write(tmp_path / "long.wav", x, sr, subtype="PCM_16")
     full = load_audio(path)
-    asked = []
-    read = sf.SoundFile.read
-    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, *a, **k: (asked.append(frames),
-                                                                                  read(self, frames, *a, **k))[1])
+    decoded = []
+    read = audio_io._read_into
+    monkeypatch.setattr(audio_io, "_read_into", lambda f, out: (decoded.append(read(f, out)), decoded[-1])[1])
     window = 131000 / SR  # the AcuLa window, 8.1875 s
     y = load_audio(path, max_seconds=window)
     assert y.size == 131000
-    assert 0 < asked[-1] < 0.2 * x.size  # decoded about 8.3 s of 60
+    assert 0 < sum(decoded) < 0.2 * x.size  # decoded about 8.3 s of 60
     np.testing.assert_allclose(y, full[:131000], atol=1e-6)  # the margin hides the cut from the resampler
     assert load_audio(path, max_seconds=1000).size == full.size
 
@@ -180,6 +184,63 @@ def test_max_seconds_checks_only_what_it_reads(tmp_path):
     assert load_audio(path).size == x.size
     with pytest.raises(AudioError, match="no signal in the first 2"):
         load_audio(path, max_seconds=2)
+
+
+def test_lowest_plausible_rate_loads(tmp_path):
+    y = load_audio(write(tmp_path / "1k.wav", tone(1.0, 1000, freq=100.0), 1000, subtype="PCM_16"))
+    assert abs(y.size - SR) <= 1 and abs(peak_hz(y) - 100.0) <= 1.0
+
+
+def flac_with_length(path, x, total_samples: int, sr=SR):
+    """A PCM_16 FLAC whose STREAMINFO claims `total_samples` frames (0 = unknown, as encoders reading a pipe
+    write it; the field has 36 bits)."""
+    write(path, x, sr, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    fields = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # rate, channels, bits, then the 36-bit total
+    data[18:26] = (fields | total_samples).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("max_seconds", [None, 0.5, 2.0, 100.0])
+def test_flac_of_unknown_length_reads_to_its_end(tmp_path, monkeypatch, max_seconds):
+    """Several decode blocks, the last one partial: every frame comes back, none is invented."""
+    monkeypatch.setattr(audio_io, "_BLOCK_SAMPLES", 5000)
+    x = tone(1.7, SR, amplitude=0.8)
+    path = flac_with_length(tmp_path / "s.flac", x, 0)
+    assert sf.info(path).frames > 2**62  # libsndfile's "unknown"
+    y = load_audio(path, max_seconds=max_seconds)
+    n = x.size if max_seconds is None else min(x.size, int(max_seconds * SR))
+    assert y.size == n
+    np.testing.assert_allclose(y, x[:n], atol=1 / 2**15)
+
+
+def test_header_promising_more_frames_than_present(tmp_path):
+    """6.9e10 frames promised (256 GiB as float32): only what is there is decoded, so memory follows the file."""
+    x = tone(0.5, SR)
+    path = flac_with_length(tmp_path / "liar.flac", x, 2**36 - 1)
+    assert sf.info(path).frames == 2**36 - 1
+    np.testing.assert_allclose(load_audio(path), x, atol=1 / 2**15)
+    np.testing.assert_allclose(load_audio(path, max_seconds=8.1875), x, atol=1 / 2**15)
+
+
+def test_huge_finite_samples_keep_their_scale(tmp_path):
+    """Samples near the float32 limit: mixed in float64 and resampled at a power-of-two scale, so the result is
+    the quiet clip's, times the gain (load_audio returns raw amplitude)."""
+    gain = np.float32(2.0**126)  # a power of two: the scaled file holds exactly gain * x
+    x = np.stack([tone(1.0, 44100, amplitude=0.9), tone(1.0, 44100, 1000.0, amplitude=0.9)], axis=1)
+    quiet = load_audio(write(tmp_path / "quiet.wav", x, 44100, subtype="FLOAT"))
+    loud = load_audio(write(tmp_path / "loud.wav", x * gain, 44100, subtype="FLOAT"))
+    assert np.isfinite(loud).all() and np.abs(loud).max() > 1e37
+    np.testing.assert_array_equal(loud, quiet * gain)
+
+
+def test_resample_of_huge_values_is_exactly_scaled():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.5, 0.5, 4410).astype(np.float32)
+    for gain in (2.0**60, 2.0**100, 2.0**127):
+        y = audio_io.resample(x * np.float32(gain), 44100, 16000)
+        np.testing.assert_array_equal(y, audio_io.resample(x, 44100, 16000) * np.float32(gain))
 
 
 def test_audio_info(tmp_path):

@@ -96,6 +96,31 @@ def test_batch_equals_one_at_a_time():
         assert (batch[i] - m(torch.from_numpy(x[i]))[0]).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize("gain", [2.0**31, 2.0**40, 1e17, 1e20, 2.0**100, 3e38 / 6])
+def test_a_gain_never_changes_the_log_mel(gain):
+    """Float32 power overflows for peaks above ~3.6e16: loud clips are scaled down first (ref=max makes dB
+    relative), so a mis-scaled float file gives the clip's own log-mel, not zeros."""
+    x = noisy_clip(np.random.default_rng(4), 20000, 1.0)  # peak ~ 3.4
+    want = logmel(x)
+    loud = (x.astype(np.float64) * gain).astype(np.float32)
+    assert np.isfinite(loud).all()
+    got = logmel(loud)
+    assert torch.isfinite(got).all() and got.max() == 1
+    assert (got - want).abs().max() < 1e-5
+    huge64 = torch.from_numpy(x.astype(np.float64) * 1e300)  # beyond float32 range, fine as a float64 input
+    assert (logmel(huge64) - want).abs().max() < 1e-5
+
+
+def test_loud_rows_leave_the_batch_alone():
+    rng = np.random.default_rng(6)
+    x = np.stack([noisy_clip(rng, 20000, a) for a in (1e-6, 1.0, 1e20, 3e37)])
+    m = LogMel()
+    batch = m(torch.from_numpy(x))
+    for i in range(len(x)):
+        assert torch.equal(batch[i], m(torch.from_numpy(x[i]))[0])
+    assert batch.amax(dim=(1, 2)).tolist() == [1, 1, 1, 1]
+
+
 def test_flat_clip_gives_zeros_and_leaves_others_alone():
     x = np.stack([np.zeros(5000, np.float32), noisy_clip(np.random.default_rng(1), 5000, 1.0)])
     out = logmel(x)

@@ -34,6 +34,7 @@ FRONTEND_VERSION = 1  # bump when any change alters the numbers below, so cached
 SAMPLE_RATE = 16000
 ACULA_WINDOW_SAMPLES = 131000  # 8 s + 3000 samples: exactly 256 frames (SPEC §1.2)
 OPERA_WINDOW_SECONDS = 8.18  # OPERA-GT downstream: int(8.18 * 16000) = 130880 samples, also 256 frames
+_MAX_PEAK_EXP = 32  # LogMel scales clips with peaks >= 2^32 down; float32 power overflows from ~3.6e16 (see LogMel)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -89,6 +90,12 @@ class LogMel(nn.Module):
     floor and the (S - min) / (max - min) division amplify float32 rounding near the floor. A flat clip
     (max == min, e.g. digital silence) gives zeros, which is also what OPERA's unnormalised fallback
     yields, since ref=max puts every bin of a flat clip at 0 dB.
+
+    A clip whose peak reaches 2^32 is first scaled down by a power of two (its peak then lies in [2^31, 2^32)):
+    the float32 power |X|^2 <= (512 * peak)^2 overflows for peaks above ~3.6e16, which would silently give an
+    all-zero log-mel. A power-of-two gain is exact in float arithmetic and the dB step is relative to the
+    clip's max, so the output is unchanged (to float64 rounding); quieter clips are not touched at all, so
+    the `amin` floor acts on them exactly as in librosa. Each row is scaled on its own (batch invariance).
     """
 
     def __init__(
@@ -126,7 +133,12 @@ class LogMel(nn.Module):
         if wave.ndim != 2 or wave.shape[-1] == 0:
             raise ValueError(f"LogMel expects a waveform of shape (batch, samples) or (samples,) with samples >= 1, "
                              f"got {tuple(wave.shape)}")
-        spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=self.window, center=True,
+        peak = wave.abs().amax(dim=1, keepdim=True).double()
+        shift = (torch.frexp(peak).exponent - _MAX_PEAK_EXP).clamp_min(0)  # 0 for peaks < 2^32, inf and NaN
+        scale = torch.exp2(-shift.double())  # exact powers of two; 1 for almost every clip
+        # scaled before the cast to float32, so a float64 wave beyond the float32 range fits too
+        wave = (wave * scale).float() if wave.dtype == torch.float64 else wave.float() * scale.float()
+        spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)  # (B, F, T)
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self.mel_fb, power).double()  # (B, M, T)
