@@ -9,8 +9,8 @@ from acula.demo import TASKS, DemoConfig, run, table
 
 
 def test_tiny_end_to_end(tmp_path):
-    cfg = DemoConfig(out=tmp_path / "demo", n_heart=20, n_lung=16, n_cough=4, seeds=(0,), probe_seeds=(0,),
-                     probe_options={"epochs": 4})
+    cfg = DemoConfig(out=tmp_path / "demo", n_heart=24, n_lung=24, n_cough=4, seeds=(0,), probe_seeds=(0,),
+                     pretrain_epochs=1)
     cfg.train.epochs = 1
     cfg.train.batch_size = 16
     res = run(cfg)
@@ -28,4 +28,5 @@ def test_tiny_end_to_end(tmp_path):
     assert align and len(align) < len({r["subject_id"] for r in manifest})
     logs = [(tmp_path / "demo" / "runs" / f"{a}-seed0" / "train_log.csv").read_text().splitlines() for a in
             ("baseline", "aligned")]
+    assert (tmp_path / "demo" / "runs" / "pretrain" / "acula_final.pt").exists()
     assert len(logs[0]) == len(logs[1]) > 1

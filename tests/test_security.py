@@ -258,9 +258,6 @@ def test_api_key_never_reaches_rewrite_outputs(tmp_path, monkeypatch):
     assert _files_containing(out, SECRET) == []
 
 
-@pytest.mark.xfail(strict=True, reason="text/rewrite.py: a draft that contains the API key (echoed by the server) "
-                                       "passes check_rewrite and is written unredacted into Gen_Report of the "
-                                       "output CSV (the cache and the log are redacted)")
 def test_api_key_echoed_by_the_llm_never_reaches_rewrite_outputs(tmp_path, monkeypatch):
     out = _rewrite_run(tmp_path, monkeypatch, echo_key=True)
     assert _files_containing(out, SECRET) == []

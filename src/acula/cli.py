@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     align_cli(sub)
     for mod in ("acula.text.reports", "acula.encoders.checkpoint", "acula.evaluate.bench",
                 "acula.evaluate.zeroshot", "acula.evaluate.retrieval", "acula.evaluate.finetune",
-                "acula.evaluate.figures"):
+                "acula.evaluate.figures", "acula.data.corpus", "acula.evaluate.analyze"):
         try:
             module = __import__(mod, fromlist=["register_cli"])
         except ModuleNotFoundError:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:  # RuntimeError: e.g. an LLM backend
         print(f"acula {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,9 @@
 1. synthesise heart / lung / cough recordings with CirCor / ICBHI / CoughVID metadata;
 2. split subjects into train and test (disjoint, asserted); only train subjects are aligned on;
 3. write a clinical report per recording and embed each unique report once with the teacher;
-4. from one initialisation, train two encoders for the same steps: MAM only (baseline) and
-   MAM + CKA to the report embeddings (AcuLa), for each seed;
+4. pretrain one encoder with MAM on the corpus (the stand-in for a published OPERA checkpoint),
+   then from that same initialisation post-train two encoders for the same steps: MAM only
+   (baseline) and MAM + CKA to the report embeddings (AcuLa), for each seed;
 5. linear-probe both on held-out subjects: murmur, crackles, wheezes (AUROC), respiratory rate (MAE).
 """
 
@@ -55,11 +56,15 @@ class DemoConfig:
     preset: str = "tiny"
     teacher: str = "minilm"
     teacher_layer: int = -1
+    pretrain_epochs: int = 12  # MAM-only pretraining on all alignment recordings, shared by every arm
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=5e-4, warmup_steps=10, weight_decay=0.01)
+        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=3e-4, warmup_steps=5, weight_decay=0.01)
     )
     cache_dir: Path | None = None
-    probe_options: dict = field(default_factory=dict)  # LinearProbe overrides; empty = the OPERA protocol
+    # the demo's recordings are few (~300 per task); OPERA's Adam-1e-4 head does not converge there
+    # (measured: murmur AUROC 0.47 vs 0.67 on the same features), so the demo probes with a
+    # cross-validated logistic/ridge regression; `{"protocol": "opera"}` restores the OPERA head
+    probe_options: dict = field(default_factory=lambda: {"protocol": "logistic"})
 
 
 def _float_or_none(v: str) -> float | None:
@@ -141,12 +146,17 @@ def run(cfg: DemoConfig) -> dict:
     train_idx = np.array([i for i, r in enumerate(rows) if r["subject_id"] not in test_subjects])
     data = AlignmentData(x_all[train_idx], text_emb)
 
+    seed_everything(cfg.corpus_seed)
+    init = create(cfg.encoder, preset=cfg.preset)
+    if cfg.pretrain_epochs:
+        pre = AculaModel(init, text_dim=teacher.hidden_size)
+        pcfg = replace(cfg.train, epochs=cfg.pretrain_epochs, lambda_align=0.0, seed=cfg.corpus_seed)
+        Trainer(pre, data, pcfg, out / "runs" / "pretrain", run_config={"arm": "pretrain"}).fit(resume=True)
+    initial = run_probes(features(init, x_all), rows, test_subjects, cfg.probe_seeds, **cfg.probe_options)
+
     per_seed: dict[str, list[dict]] = {"initial": [], "baseline": [], "aligned": []}
     for seed in cfg.seeds:
-        seed_everything(seed)
-        init = create(cfg.encoder, preset=cfg.preset)
-        per_seed["initial"].append(run_probes(features(init, x_all), rows, test_subjects, cfg.probe_seeds,
-                                                   **cfg.probe_options))
+        per_seed["initial"].append(initial)
         for arm, lam in (("baseline", 0.0), ("aligned", cfg.train.lambda_align or 1.0)):
             model = AculaModel(copy.deepcopy(init), text_dim=teacher.hidden_size)
             tcfg = replace(cfg.train, lambda_align=lam, seed=seed)

@@ -181,6 +181,9 @@ def register_cli(subparsers) -> None:
     b.add_argument("--metadata", required=True, nargs="+", help="metadata files or folders of the real download")
     b.add_argument("--out", required=True, help="output CSV")
     b.add_argument("--seed", type=int, default=0, help="phrasing seed")
+    from ..rewrite import add_rewrite_args
+
+    add_rewrite_args(b)
     b.set_defaults(func=_cli_build)
 
 
@@ -190,6 +193,8 @@ def _cli_build(args) -> int:
     except ReportInputError as e:
         print(f"acula reports build: error: {e}", file=sys.stderr)
         return 2
-    write_reports_csv(res.rows, args.out)
+    from ..rewrite import apply_rewrite
+
+    write_reports_csv(apply_rewrite(res.rows, args), args.out)
     print(f"{args.dataset}: {res.summary()} -> {args.out}")
     return 0
