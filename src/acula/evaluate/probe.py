@@ -178,6 +178,14 @@ def probe_over_seeds(
 
 
 def _sklearn_probe(X_train, y_train, X_test, y_test, task, groups_train) -> dict:
+    import warnings
+
+    with warnings.catch_warnings():  # ill-conditioned folds at the grid's extreme penalties are expected
+        warnings.simplefilter("ignore")
+        return _sklearn_probe_fit(X_train, y_train, X_test, y_test, task, groups_train)
+
+
+def _sklearn_probe_fit(X_train, y_train, X_test, y_test, task, groups_train) -> dict:
     from sklearn.linear_model import LogisticRegressionCV, RidgeCV
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
