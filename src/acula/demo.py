@@ -56,9 +56,9 @@ class DemoConfig:
     preset: str = "tiny"
     teacher: str = "minilm"
     teacher_layer: int = -1
-    pretrain_epochs: int = 12  # MAM-only pretraining on all alignment recordings, shared by every arm
+    pretrain_epochs: int = 10  # MAM-only pretraining on all alignment recordings, shared by every arm
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=3e-4, warmup_steps=5, weight_decay=0.01)
+        default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=3e-4, warmup_steps=5, weight_decay=0.01)
     )
     cache_dir: Path | None = None
     # the demo's recordings are few (~300 per task); OPERA's Adam-1e-4 head does not converge there
@@ -199,7 +199,7 @@ def summarise(per_seed: dict[str, list[dict]], cfg: DemoConfig, wall: float, **c
 
 
 def table(results: dict) -> str:
-    lines = [f"{'task':<18} {'metric':<6} {'initial':>15} {'baseline (MAM)':>16} {'aligned (AcuLa)':>16}"]
+    lines = [f"{'task':<18} {'metric':<6} {'pretrained':>15} {'baseline (MAM)':>16} {'aligned (AcuLa)':>16}"]
     for t in results["tasks"]:
         cell = lambda a: f"{t[a]['mean']:.3f} ± {t[a]['std']:.3f}"  # noqa: E731
         better = (t["aligned"]["mean"] > t["baseline"]["mean"]) == t["higher_is_better"]
@@ -224,7 +224,7 @@ def plot(results: dict, path: Path) -> None:
         arms = ["initial", "baseline", "aligned"]
         means = [t[a]["mean"] for a in arms]
         stds = [t[a]["std"] for a in arms]
-        ax.bar(["init", "MAM", "AcuLa"], means, yerr=stds, color=["#bbbbbb", "#7a9cc6", "#d9822b"], capsize=4)
+        ax.bar(["pretrained", "+MAM", "+MAM+CKA"], means, yerr=stds, color=["#bbbbbb", "#7a9cc6", "#d9822b"], capsize=4)
         ax.set_title(f"{t['name']} ({t['metric']}{'↑' if t['higher_is_better'] else '↓'})", fontsize=10)
         if t["metric"] == "AUROC":
             ax.set_ylim(min(0.4, min(means) - 0.05), 1.0)
