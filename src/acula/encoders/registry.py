@@ -38,7 +38,11 @@ def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool =
     key = canonical_name(name)
     if key not in _REGISTRY:
         raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[key](**options)
+    factory = _REGISTRY[key]
+    prepare = getattr(factory, "prepare_checkpoint", None)  # encoders whose weights file is an option
+    if prepare is not None:
+        options, checkpoint = prepare(options, checkpoint)
+    model = factory(**options)
     model.name = key
     model.config = {"name": key, **options}
     if checkpoint is not None:

@@ -543,3 +543,18 @@ def create_yamnet(
     model.load_weights(state, str(path))
     model.source_sha256 = source_sha
     return model
+
+
+def _prepare_checkpoint(options: dict, checkpoint):
+    """`create("yamnet", checkpoint=F)`: a `.tflite` file *is* the weights; any other checkpoint
+    (an aligned YAMNet saved by acula) is loaded strictly over a randomly initialised network."""
+    if checkpoint is None:
+        return options, None
+    if str(checkpoint).lower().endswith(".tflite"):
+        return {**options, "weights": str(checkpoint)}, None
+    if "weights" not in options:
+        options = {**options, "random_init": True}
+    return options, checkpoint
+
+
+create_yamnet.prepare_checkpoint = _prepare_checkpoint
