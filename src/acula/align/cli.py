@@ -12,8 +12,6 @@ def run_align(args: argparse.Namespace) -> int:
     from .._io import write_json
     from ..cli import _encoder
     from ..data.manifest import read_manifest
-    from ..extract import read_clip
-    from ..audio.io import AudioError
     from ..text.cache import embed_texts
     from ..text.teacher import Teacher
     from .model import AculaModel
@@ -28,17 +26,7 @@ def run_align(args: argparse.Namespace) -> int:
         print(f"leakage guard: excluded {before - len(rows)} recordings of {len(excluded)} listed subjects")
     seed_everything(args.seed)  # a randomly initialised encoder (no --checkpoint) is then the same every run
     encoder = _encoder(args)
-    inputs, kept, skipped = [], [], []
-    from tqdm.auto import tqdm
-
-    for r in tqdm(rows, desc="log-mel", unit="clip"):
-        try:
-            inputs.append(read_clip(r["audio_path"], encoder, "acula")[0].numpy())
-            kept.append(r)
-        except AudioError as e:
-            if args.strict:
-                raise
-            skipped.append({"audio_path": r["audio_path"], "reason": e.reason})
+    inputs, kept, skipped = _encoder_inputs(rows, encoder, args, out)
     if skipped:
         write_json(out / "skipped.json", skipped)
         print(f"skipped {len(skipped)} unreadable recordings (see {out / 'skipped.json'})")
@@ -55,7 +43,7 @@ def run_align(args: argparse.Namespace) -> int:
                       save_every_steps=args.save_every_steps, tensorboard=args.tensorboard)
     seed_everything(args.seed)  # the projection heads too, whatever loading the teacher drew from the RNG
     model = AculaModel(encoder, text_dim=teacher.hidden_size)
-    trainer = Trainer(model, AlignmentData(np.stack(inputs), text), cfg, out,
+    trainer = Trainer(model, AlignmentData(inputs, text), cfg, out,
                       run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
     hist = trainer.fit(resume=not args.no_resume)
     if trainer.acc.is_main_process:
@@ -69,6 +57,34 @@ def run_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_inputs(rows: list[dict], encoder, args, out: Path):
+    """One input window per recording. Log-mel inputs go through the memory-mapped feature cache
+    (computed once, resumable, refused if built with other settings), so memory stays flat with the
+    corpus size; waveform encoders (YAMNet, HF towers) keep their windows in memory."""
+    from ..audio.io import AudioError
+    from ..extract import read_clip
+
+    if encoder.contract.frontend == "logmel":
+        from ..data.features import build_feature_cache
+
+        cache = build_feature_cache([r["audio_path"] for r in rows], Path(args.feature_cache or out / "features"),
+                                    encoder.contract, policy="acula", workers=args.workers, strict=args.strict)
+        kept = [rows[i] for i in cache.kept_indices]
+        return cache.first_windows(), kept, [{"audio_path": p, "reason": r} for p, r in cache.skipped]
+    from tqdm.auto import tqdm
+
+    inputs, kept, skipped = [], [], []
+    for r in tqdm(rows, desc="inputs", unit="clip"):
+        try:
+            inputs.append(read_clip(r["audio_path"], encoder, "acula")[0].numpy())
+            kept.append(r)
+        except AudioError as e:
+            if args.strict:
+                raise
+            skipped.append({"audio_path": r["audio_path"], "reason": e.reason})
+    return (np.stack(inputs) if inputs else np.zeros((0,))), kept, skipped
+
+
 def register_cli(sub) -> None:
     from ..cli import _add_encoder_args
 
@@ -79,6 +95,8 @@ def register_cli(sub) -> None:
     p.add_argument("--teacher-layer", type=int, default=-1)
     p.add_argument("--pooling", default="mean", choices=["mean", "last", "cls"])
     p.add_argument("--cache-dir", default=None, help="report-embedding cache (default OUT/text_cache)")
+    p.add_argument("--feature-cache", default=None, help="log-mel feature cache folder (default OUT/features)")
+    p.add_argument("--workers", type=int, default=0, help="processes building the feature cache (0 = in-process)")
     p.add_argument("--exclude-subjects", default=None, help="file of subject ids never to align on (test subjects)")
     p.add_argument("--loss", default="cka", choices=["cka", "rbf_cka", "cka_feature", "info_nce"])
     p.add_argument("--lambda-align", type=float, default=1.0)
