@@ -30,3 +30,14 @@ def test_tiny_end_to_end(tmp_path):
             ("baseline", "aligned")]
     assert (tmp_path / "demo" / "runs" / "pretrain" / "acula_final.pt").exists()
     assert len(logs[0]) == len(logs[1]) > 1
+
+
+def test_same_seed_same_demo_results(tmp_path):
+    def once(d):
+        cfg = DemoConfig(out=d, n_heart=24, n_lung=24, n_cough=4, seeds=(0,), probe_seeds=(0,), pretrain_epochs=1)
+        cfg.train.epochs = 1
+        cfg.train.batch_size = 16
+        res = run(cfg)
+        return [(t["name"], t["baseline"]["mean"], t["aligned"]["mean"], t["initial"]["mean"]) for t in res["tasks"]]
+
+    assert once(tmp_path / "a") == once(tmp_path / "b")
