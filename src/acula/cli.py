@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     align_cli(sub)
     for mod in ("acula.text.reports", "acula.encoders.checkpoint", "acula.evaluate.bench",
                 "acula.evaluate.zeroshot", "acula.evaluate.retrieval", "acula.evaluate.finetune",
-                "acula.evaluate.figures", "acula.data.corpus", "acula.evaluate.analyze"):
+                "acula.evaluate.figures", "acula.data.corpus", "acula.evaluate.analyze",
+                "acula.experiments"):
         try:
             module = __import__(mod, fromlist=["register_cli"])
         except ModuleNotFoundError:
