@@ -360,6 +360,7 @@ class YAMNet(AudioEncoder):
                     f"{source}: {k} has shape {tuple(v.shape)}, this YAMNet (width {self.width_mult}) "
                     f"expects {tuple(own[k].shape)}"
                 )
+        # every key and shape was checked above; only the MAM head (never in converted weights) is absent
         self.load_state_dict(state, strict=False)
 
     def save_safetensors(self, path: str | Path) -> None:
