@@ -251,7 +251,10 @@ if crash:  # a decoder that takes its process down, as a segfault in libsndfile 
     _init = soundfile.SoundFile.__init__
     def __init__(self, file, *args, **kwargs):
         name = os.fspath(file)
-        if crash in name:
+        if crash in name:  # only once the other shard is in flight, so the pool breaks with both started
+            deadline = time.monotonic() + 60
+            while not os.path.exists(flag + ".waited") and time.monotonic() < deadline:
+                time.sleep(0.01)
             pathlib.Path(flag).touch()
             os._exit(3)
         if "wait-for-crash" in name and not os.path.exists(flag + ".waited"):
@@ -259,7 +262,7 @@ if crash:  # a decoder that takes its process down, as a segfault in libsndfile 
             deadline = time.monotonic() + 30  # until the crash, and then until the pool kills this worker
             while not os.path.exists(flag) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            time.sleep(30)
+            time.sleep(2)
         _init(self, file, *args, **kwargs)
     soundfile.SoundFile.__init__ = __init__
 """
@@ -280,8 +283,10 @@ def test_a_clip_that_kills_its_worker_is_skipped_and_the_build_goes_on(tmp_path,
                         or run_pool(jobs, shards, n, *a))
     paths = [waits, audio["silent"], audio["ok1"], audio["ok2"], crash]
     cache = build_feature_cache(paths, tmp_path / "c", SHORT, workers=2, shard_size=3, progress=False)
-    # both shards were in flight when a worker died, so they were rerun one at a time to find the clip
-    assert pools == [([0, 1], 2), ([0, 1], 1), ([1], 1)]
+    # The shards in flight when a worker died were rerun in one-process pools to find the clip. Whether shard 0
+    # was still in flight depends on how soon the executor stops the other worker (not promptly on every run).
+    assert pools[0] == ([0, 1], 2) and pools[-1] == ([1], 1)
+    assert pools[1:-1] in ([([0, 1], 1)], [([1], 1)])
     assert cache.skipped[0][0] == audio["silent"] and cache.skipped[1] == (crash, features.WORKER_CRASHED)
     assert cache.paths == [waits, audio["ok1"], audio["ok2"]]
     for i, p in enumerate(cache.paths):
