@@ -376,7 +376,8 @@ def _run(cfg: RealHeartConfig) -> dict:
         freeze(init, cfg.freeze_layers)
         if cfg.freeze_layers and (trunk is None or not pretrained):
             trunk = FrozenTrunk(init, x_all, cfg.freeze_layers)
-        feats_of = (lambda enc: trunk.features(enc)) if cfg.freeze_layers else (lambda enc: features(enc, x_all))
+        # small batches: a YAMNet batch of 64 clips allocates ~200 MB per layer and spends more time in the kernel
+        feats_of = (lambda enc: trunk.features(enc)) if cfg.freeze_layers else (lambda enc: features(enc, x_all, 8))
 
         # 4. the initial encoder: the same for every seed when pretrained
         if initial_result is None or not pretrained:
@@ -394,17 +395,10 @@ def _run(cfg: RealHeartConfig) -> dict:
         if cfg.label_control:
             plan.append((LABEL_CONTROL, lam, onehot))
         for arm, weight, targets in plan:
-            seed_everything(seed)
-            model = AculaModel(copy.deepcopy(init), text_dim=targets.shape[1])
-            data = CroppedData(x_all[train], targets, crop, seed)
-            run_dir = out / "runs" / f"{arm}-seed{seed}"
-            trainer = Trainer(model, data, replace(cfg.train, lambda_align=weight, seed=seed), run_dir,
-                              run_config={"teacher": teacher.key, "arm": arm, "experiment": "real-heart"})
-            histories[f"{arm}-seed{seed}"] = trainer.fit(resume=False)
-            model.cpu()  # features, probes and zero-shot run on the CPU arrays
-            if not cfg.keep_checkpoints:
-                for ck in run_dir.glob("*.pt"):
-                    ck.unlink()
+            model, histories[f"{arm}-seed{seed}"] = train_arm(
+                init, targets, CroppedData(x_all[train], targets, crop, seed),
+                replace(cfg.train, lambda_align=weight, seed=seed), out / "runs" / f"{arm}-seed{seed}",
+                {"teacher": teacher.key, "arm": arm, "experiment": "real-heart"}, cfg.keep_checkpoints)
             f = saved[f"{arm}_seed{seed}"] = feats_of(model.encoder)
             per_seed[arm].append(run_probes(f, labels, train, test, cfg))
             if arm == LABEL_CONTROL:
@@ -448,6 +442,23 @@ def _run(cfg: RealHeartConfig) -> dict:
     plot_results(results, out / "results.png")
     write_text(out / "table.txt", summary_table(results) + "\n")
     return results
+
+
+class _NoCheckpointTrainer(Trainer):
+    """Every result is computed in-process, so the ~80 MB checkpoints a Trainer writes each epoch are skipped."""
+
+    def save(self, path: Path) -> None:
+        pass
+
+
+def train_arm(init, targets: np.ndarray, data: AlignmentData, config: TrainConfig, run_dir: Path,
+              run_config: dict, keep_checkpoints: bool = False) -> tuple[AculaModel, list[dict]]:
+    """One arm from `init`: the same heads for every arm of a seed (seeded here), then `config.epochs`."""
+    seed_everything(config.seed)
+    model = AculaModel(copy.deepcopy(init), text_dim=targets.shape[1])
+    trainer = (Trainer if keep_checkpoints else _NoCheckpointTrainer)(model, data, config, run_dir, run_config)
+    history = trainer.fit(resume=False)
+    return model.cpu(), history  # features, probes and zero-shot run on the CPU arrays
 
 
 def summarise(per_seed: dict[str, list[dict]], tasks=TASKS, **counts) -> list[dict]:
