@@ -473,3 +473,11 @@ def test_synthetic_corpus_rows():
                 assert {"heart_rate", "recording_location"} <= keys
             if ds == "synth-icbhi":
                 assert "respiratory_rate" in keys and "cycle" not in row["Gen_Report"]
+
+
+@pytest.mark.parametrize("x, digits, text", [(139.5, 0, "140"), (100.0, 0, "100"), (89.9, 0, "90"), (66.0, 2, "66"),
+                                             (0.75, 2, "0.75"), (15.90, 1, "15.9"), (20.0, 1, "20"), (-0.2, 0, "0")])
+def test_numbers_are_rounded_not_truncated(x, digits, text):
+    from acula.text.reports._base import fmt_num
+
+    assert fmt_num(x, digits) == text  # 139.5 bpm once read "14 bpm" in a report

@@ -74,9 +74,10 @@ def as_float(v: Any) -> float | None:
 
 def fmt_num(x: float, digits: int = 2) -> str:
     """66.0 -> '66', 0.75 -> '0.75': numbers as a person would write them."""
-    if float(x).is_integer():
-        return str(int(x))
-    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
+    text = f"{x:.{digits}f}"
+    if "." in text:  # strip only decimals: 139.5 at 0 digits is '140', never '14'
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 # --------------------------------------------------------------------------- English
