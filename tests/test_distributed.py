@@ -22,10 +22,12 @@ def _free_port() -> int:
 def _setup(world: int, out: str):
     from test_trainer import _cfg, _data, _model
 
-    from acula.align.trainer import Trainer
+    from acula.align.trainer import AlignmentData, Trainer
 
     cfg = _cfg(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0)
-    return Trainer(_model(), _data(n=16), cfg, out)
+    data = _data(n=16)  # three datasets: the per-group CKA needs the group ids gathered like the projections
+    data = AlignmentData(data.inputs, data.text_emb, groups=np.array(["heart", "lung", "cough", "lung"] * 4))
+    return Trainer(_model(), data, cfg, out)
 
 
 def _one_step(tr):
@@ -34,7 +36,7 @@ def _one_step(tr):
     local = tr.cfg.batch_size // tr.world
     idx = perm[tr.rank * local:(tr.rank + 1) * local]
     x, t = tr.data.batch(idx)
-    loss, parts = tr.compute_loss(x, t)
+    loss, parts = tr.compute_loss(x, t, torch.from_numpy(tr.data.groups[idx]))
     tr.acc.backward(loss)
     grads = {n: p.grad.detach().clone() for n, p in tr.acc.unwrap_model(tr.model).named_parameters()
              if p.grad is not None}

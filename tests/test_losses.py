@@ -92,3 +92,57 @@ def test_cka_properties(params):
     assert linear_cka(z, y).item() == pytest.approx(linear_cka(x, y).item(), abs=1e-4)
     if dx == dy:
         assert -1e-5 <= cka_feature(x, y).item() <= 1 + 1e-5
+
+
+def _grouped_by_hand(x, y, groups):
+    """CKA of the residuals after each group's mean is removed, in float64 numpy."""
+    x, y = x.double().numpy(), y.double().numpy()
+    for g in np.unique(groups):
+        x[groups == g] -= x[groups == g].mean(0)
+        y[groups == g] -= y[groups == g].mean(0)
+    k, l = x @ x.T, y @ y.T
+    return (k * l).sum() / np.sqrt((k * k).sum() * (l * l).sum())
+
+
+def test_cka_within_groups_ignores_differences_between_groups():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(24, 6, generator=g), torch.randn(24, 5, generator=g)
+    groups = np.array([0] * 10 + [1] * 8 + [2] * 6)
+    got = linear_cka(x, y, torch.from_numpy(groups))
+    assert float(got) == pytest.approx(_grouped_by_hand(x, y, groups), rel=1e-5)
+    # one group is plain CKA
+    assert float(linear_cka(x, y, torch.zeros(24, dtype=torch.long))) == pytest.approx(float(linear_cka(x, y)), rel=1e-6)
+    # a large offset per group (which dataset a row comes from) dominates plain CKA but not the grouped one
+    shift_x = torch.from_numpy(np.eye(3)[groups] * 50).float() @ torch.randn(3, 6, generator=g)
+    shift_y = torch.from_numpy(np.eye(3)[groups] * 50).float() @ torch.randn(3, 5, generator=g)
+    assert float(linear_cka(x + shift_x, y + shift_y)) > 0.9 > float(got) + 0.3
+    assert float(linear_cka(x + shift_x, y + shift_y, torch.from_numpy(groups))) == pytest.approx(float(got), rel=1e-4)
+    # identical representations within groups still score 1, and pairing still matters
+    assert float(linear_cka(x, x @ _rot(6) * 3, torch.from_numpy(groups))) == pytest.approx(1.0, abs=1e-5)
+    perm = torch.randperm(24, generator=g)
+    assert float(linear_cka(x, x[perm], torch.from_numpy(groups))) < 0.6
+
+
+def test_grouped_losses_degenerate_and_validated():
+    x = torch.randn(5, 4, requires_grad=True)
+    y = torch.randn(5, 3)
+    single = torch.arange(5)  # every row alone in its group: nothing left to compare
+    for name in ("cka", "rbf_cka"):
+        loss = alignment_loss(name)(x, y, single)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+        x.grad = None
+    with pytest.raises(ValueError, match="one id per row"):
+        linear_cka(x, y, torch.arange(4))
+    with pytest.raises(ValueError, match="no per-group form"):
+        alignment_loss("cka_feature")(x, x, torch.zeros(5))
+    assert torch.isfinite(alignment_loss("info_nce")(x, x, torch.zeros(5)))
+
+
+def test_rbf_cka_within_groups_matches_block_centring():
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(12, 4, generator=g), torch.randn(12, 3, generator=g)
+    groups = torch.tensor([0] * 7 + [1] * 5)
+    assert float(rbf_cka(x, y, groups=torch.zeros(12, dtype=torch.long))) == pytest.approx(float(rbf_cka(x, y)), rel=1e-5)
+    shifted = rbf_cka(x + 100 * groups[:, None].float(), y, groups=groups)
+    assert torch.isfinite(shifted) and 0.0 <= float(shifted) <= 1.0

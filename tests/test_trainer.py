@@ -84,3 +84,32 @@ def test_bad_configs_are_clear(tmp_path):
         AlignmentData(np.zeros((1, 16, 8), np.float32), np.zeros((1, 10), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         AlignmentData(np.zeros((4, 16, 8), np.float32), np.full((4, 10), np.nan, np.float32))
+
+
+def test_align_within_column_choice():
+    import argparse
+
+    from acula.align.cli import _align_within
+
+    rows = [{"audio_path": "a.wav", "Gen_Report": "x", "dataset": "icbhi"}]
+    ask = lambda v: _align_within(argparse.Namespace(align_within=v, manifest="m.csv"), rows)  # noqa: E731
+    assert ask(None) == "dataset" and ask("none") == "none" and ask("dataset") == "dataset"
+    assert _align_within(argparse.Namespace(align_within=None, manifest="m.csv"), [{"audio_path": "a"}]) == "none"
+    with pytest.raises(ValueError, match="m.csv: --align-within site: no such column"):
+        ask("site")
+
+
+def test_alignment_data_groups_reach_the_loss(tmp_path):
+    from acula.align.trainer import AlignmentData, Trainer
+
+    base = _data(n=12)
+    with pytest.raises(ValueError, match="11 group labels for 12"):
+        AlignmentData(base.inputs, base.text_emb, groups=["a"] * 11)
+    data = AlignmentData(base.inputs, base.text_emb, groups=["heart", "lung"] * 6)
+    assert data.group_names == ["heart", "lung"] and data.groups.tolist() == [0, 1] * 6
+    seen = []
+    tr = Trainer(_model(), data, _cfg(epochs=1, batch_size=4), tmp_path)
+    loss_fn = tr.loss_fn
+    tr.loss_fn = lambda a, p, g=None: seen.append(g) or loss_fn(a, p, g)
+    tr.fit(resume=False)
+    assert len(seen) == 3 and all(g is not None and len(g) == 4 for g in seen)

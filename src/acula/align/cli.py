@@ -41,9 +41,19 @@ def run_align(args: argparse.Namespace) -> int:
                       lambda_align=args.lambda_align, lambda_mam=args.lambda_mam, seed=args.seed,
                       mixed_precision=args.mixed_precision, grad_checkpointing=args.grad_checkpointing,
                       save_every_steps=args.save_every_steps, tensorboard=args.tensorboard)
+    within = _align_within(args, rows)
+    groups = None
+    if within != "none":
+        empty = [r["audio_path"] for r in kept if not (r.get(within) or "").strip()]
+        if empty:
+            raise ValueError(f"{args.manifest}: --align-within {within}: {len(empty)} row(s) have no {within!r} value, "
+                             f"e.g. {empty[0]} (fill the column for every row, or pass --align-within none)")
+        groups = [r[within] for r in kept]
+        print(f"CKA centred within {within}: {len(set(groups))} group(s)")
+    cfg.extra["align_within"] = within
     seed_everything(args.seed)  # the projection heads too, whatever loading the teacher drew from the RNG
     model = AculaModel(encoder, text_dim=teacher.hidden_size)
-    trainer = Trainer(model, AlignmentData(inputs, text), cfg, out,
+    trainer = Trainer(model, AlignmentData(inputs, text, groups), cfg, out,
                       run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
     hist = trainer.fit(resume=not args.no_resume)
     if trainer.acc.is_main_process:
@@ -55,6 +65,16 @@ def run_align(args: argparse.Namespace) -> int:
               f"(align {last.get('align', float('nan')):.4f}, mam {last.get('mam', float('nan')):.4f}); "
               f"checkpoint {out / 'acula_final.pt'}, encoder {out / 'encoder.safetensors'}")
     return 0
+
+
+def _align_within(args, rows: list[dict]) -> str:
+    """The grouping column; by default `dataset` when the manifest has one, else none."""
+    if args.align_within is None:
+        return "dataset" if "dataset" in rows[0] else "none"
+    if args.align_within == "none" or args.align_within in rows[0]:
+        return args.align_within
+    raise ValueError(f"{args.manifest}: --align-within {args.align_within}: no such column "
+                     f"(has: {', '.join(rows[0])})")
 
 
 def _encoder_inputs(rows: list[dict], encoder, args, out: Path):
@@ -99,6 +119,10 @@ def register_cli(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="processes building the feature cache (0 = in-process)")
     p.add_argument("--exclude-subjects", default=None, help="file of subject ids never to align on (test subjects)")
     p.add_argument("--loss", default="cka", choices=["cka", "rbf_cka", "cka_feature", "info_nce"])
+    p.add_argument("--align-within", default=None, metavar="COLUMN",
+                   help="centre the CKA within groups of this manifest column, so differences between datasets "
+                        "(heart vs lung vs cough) do not dominate the loss; 'none' = the whole batch, as published "
+                        "(default: dataset; a manifest without the column falls back to none)")
     p.add_argument("--lambda-align", type=float, default=1.0)
     p.add_argument("--lambda-mam", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=10)

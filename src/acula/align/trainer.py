@@ -48,9 +48,10 @@ class TrainConfig:
 
 
 class AlignmentData:
-    """Paired inputs: encoder inputs (N, T, M) (a memory-mapped array is fine) and text embeddings (N, H)."""
+    """Paired inputs: encoder inputs (N, T, M) (a memory-mapped array is fine) and text embeddings (N, H);
+    optionally `groups` (N,), e.g. each row's dataset, for CKA centred within each group (`losses`)."""
 
-    def __init__(self, inputs: np.ndarray, text_emb: np.ndarray):
+    def __init__(self, inputs: np.ndarray, text_emb: np.ndarray, groups: np.ndarray | None = None):
         if len(inputs) != len(text_emb):
             raise ValueError(f"{len(inputs)} audio inputs but {len(text_emb)} text embeddings")
         if len(inputs) < 2:
@@ -59,6 +60,12 @@ class AlignmentData:
             raise ValueError("text embeddings contain NaN or Inf")
         self.inputs = inputs
         self.text_emb = np.asarray(text_emb, dtype=np.float32)
+        self.groups = None
+        if groups is not None:
+            names, ids = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+            if len(ids) != len(inputs):
+                raise ValueError(f"{len(ids)} group labels for {len(inputs)} recordings")
+            self.group_names, self.groups = list(names), ids.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -201,11 +208,14 @@ class Trainer:
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data))
 
-    def compute_loss(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, x: torch.Tensor, t: torch.Tensor,
+                     groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         with self.acc.autocast():
             a, p, mam = self.model(x, t, with_mam=self.cfg.lambda_mam > 0)
         a_all, p_all = gather_with_grad(a.float()), gather_with_grad(p.float())
-        align = self.loss_fn(a_all, p_all) if self.cfg.lambda_align > 0 else a.new_zeros(())
+        if groups is not None and self.world > 1:
+            groups = self.acc.gather(groups)  # rank order, as the projections
+        align = self.loss_fn(a_all, p_all, groups) if self.cfg.lambda_align > 0 else a.new_zeros(())
         loss = self.cfg.lambda_align * align + self.cfg.lambda_mam * mam.float()
         # each process back-propagates its local MAM term (DDP averages the gradients); the logged
         # value is the mean over processes, i.e. the loss of the global batch
@@ -241,10 +251,12 @@ class Trainer:
                 idx = perm[start + self.rank * local: start + (self.rank + 1) * local]
                 x, t = self.data.batch(idx)
                 x, t = x.to(self.acc.device), t.to(self.acc.device)
+                groups = getattr(self.data, "groups", None)
+                g = None if groups is None else torch.from_numpy(groups[idx]).to(self.acc.device)
                 sync = micro == micro_per_step - 1
                 ctx = self.acc.no_sync(self.model) if (not sync and self.world > 1) else contextlib.nullcontext()
                 with ctx:
-                    loss, parts = self.compute_loss(x, t)
+                    loss, parts = self.compute_loss(x, t, g)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {parts}")
                     self.acc.backward(loss / micro_per_step)
