@@ -210,6 +210,8 @@ class Builder:
     read: Callable[[list[Path]], list[dict]]
     required: tuple[str, ...] = ()
     expand: Callable[[list[dict]], list[dict]] | None = None
+    # fields left out of a `clinical` report: how the sound was recorded and who, not what was heard
+    non_clinical: tuple[str, ...] = ()
 
     @property
     def provenance_name(self) -> str:

@@ -362,7 +362,8 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("Sex", "Height", "Weight", "Pregnancy status")  # left out of `clinical` reports
 PATIENT = Builder(name="circor", version="1", compose=compose, record_id=record_id, subject_id=subject_id,
-                  read=read, required=("Murmur",))
+                  read=read, required=("Murmur",), non_clinical=NON_CLINICAL)
 LOCATION = Builder(name="circor", version="1", compose=compose, record_id=record_id, subject_id=subject_id,
-                   read=read, required=("Murmur",), expand=expand_locations)
+                   read=read, required=("Murmur",), expand=expand_locations, non_clinical=NON_CLINICAL)

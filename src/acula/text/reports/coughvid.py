@@ -99,5 +99,6 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("gender",)  # left out of `clinical` reports
 BUILDER = Builder(name="coughvid", version="1", compose=compose, record_id=record_id, subject_id=record_id,
-                  read=read)
+                  read=read, non_clinical=NON_CLINICAL)

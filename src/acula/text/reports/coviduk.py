@@ -129,5 +129,6 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("gender",)  # left out of `clinical` reports
 BUILDER = Builder(name="coviduk", version="1", compose=compose, record_id=record_id, subject_id=subject_id,
-                  read=read, required=("covid_test_result",))
+                  read=read, required=("covid_test_result",), non_clinical=NON_CLINICAL)

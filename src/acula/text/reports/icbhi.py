@@ -329,12 +329,20 @@ def compose_cycle(rec: dict, ph: Phrases) -> Report:
         r.note(("crackles", "present" if c else "absent"))
     if w is not None:
         r.note(("wheezes", "present" if w else "absent"))
+    # Absence is said in the affirmative ("clear", "the only added sound") where the facts allow: sentence
+    # embeddings barely register negation, so "no crackles or wheezes" embeds next to "crackles and
+    # wheezes" (on the demo corpus the report Gram's CKA with the crackle label was 0.11 with negations
+    # and 0.36 phrased this way), and alignment can only teach what the teacher tells apart.
     if c == 1 and w == 1:
         r.say(ph.pick("Crackles and wheezes are both present", "Both crackles and wheezes are heard",
                       f"Crackles and wheezes are audible in this {unit}"))
     elif c == 0 and w == 0:
-        r.say(ph.pick("No crackles or wheezes are heard", "Neither crackles nor wheezes are present",
-                      "No adventitious sounds (crackles or wheezes) are heard"))
+        r.say(ph.pick("The breath sounds are clear, without adventitious sounds",
+                      "Clear breath sounds with no added sounds", "Breath sounds are clear; no adventitious sounds"))
+    elif c is not None and w is not None:
+        only = "Crackles" if c else "Wheezes"
+        r.say(ph.pick(f"{only} are the only adventitious sounds heard", f"{only} are heard and are the only added "
+                      "sounds", f"The only adventitious sounds are {only.lower()}"))
     else:
         pos = [n for n, v in (("crackles", c), ("wheezes", w)) if v == 1]
         neg = [n for n, v in (("crackles", c), ("wheezes", w)) if v == 0]
@@ -389,7 +397,8 @@ def compose_recording(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("Equipment", "Acquisition_Mode", "Sex")  # left out of `clinical` reports
 RECORDING = Builder(name="icbhi", version="1", compose=compose_recording, record_id=recording_record_id,
-                    subject_id=subject_id, read=read_recordings, required=("Patient_ID",))
+                    subject_id=subject_id, read=read_recordings, required=("Patient_ID",), non_clinical=NON_CLINICAL)
 CYCLE = Builder(name="icbhi-cycle", version="1", compose=compose_cycle, record_id=cycle_record_id,
-                subject_id=subject_id, read=read_cycles, required=("Crackles", "Wheezes"))
+                subject_id=subject_id, read=read_cycles, required=("Crackles", "Wheezes"), non_clinical=NON_CLINICAL)

@@ -237,5 +237,6 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("Gender", "Filter")  # left out of `clinical` reports
 BUILDER = Builder(name="kauh", version="1", compose=compose, record_id=record_id, subject_id=subject_id, read=read,
-                  required=("Diagnosis",))
+                  required=("Diagnosis",), non_clinical=NON_CLINICAL)

@@ -171,5 +171,6 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("Gender",)  # left out of `clinical` reports
 BUILDER = Builder(name="sprsound", version="1", compose=compose, record_id=record_id, subject_id=subject_id,
-                  read=read, required=("Record_Annotation",))
+                  read=read, required=("Record_Annotation",), non_clinical=NON_CLINICAL)

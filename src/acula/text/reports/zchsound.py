@@ -86,5 +86,6 @@ def compose(rec: dict, ph: Phrases) -> Report:
     return r
 
 
+NON_CLINICAL = ("gender", "Data_Type")  # left out of `clinical` reports
 BUILDER = Builder(name="zchsound", version="1", compose=compose, record_id=record_id, subject_id=record_id,
-                  read=read, required=("diagnosis",))
+                  read=read, required=("diagnosis",), non_clinical=NON_CLINICAL)
