@@ -57,6 +57,9 @@ class DemoConfig:
     teacher: str = "minilm"
     teacher_layer: int = -1
     pretrain_epochs: int = 10  # MAM-only pretraining on all alignment recordings, shared by every arm
+    # reports state findings, not the device or the patient's sex (as published; see acula.text.reports)
+    report_profile: str = "clinical"
+    align_within: str | None = "dataset"  # CKA centred per dataset (acula.align.losses); None = whole batch
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=6, batch_size=64, lr=3e-4, warmup_steps=5, weight_decay=0.01)
     )
@@ -135,7 +138,7 @@ def run(cfg: DemoConfig) -> dict:
 
     # 3. reports and teacher embeddings (each unique report encoded once, cached on disk)
     for r in rows:
-        r["Gen_Report"] = report_for(r["dataset"], r, seed=cfg.corpus_seed)
+        r["Gen_Report"] = report_for(r["dataset"], r, seed=cfg.corpus_seed, profile=cfg.report_profile)
     write_manifest(out / "alignment_manifest.csv", train_rows)
     teacher = Teacher(cfg.teacher, layer=cfg.teacher_layer)
     text_emb = embed_texts(teacher, [r["Gen_Report"] for r in train_rows], cache_dir)
@@ -144,7 +147,8 @@ def run(cfg: DemoConfig) -> dict:
     probe_encoder = create(cfg.encoder, preset=cfg.preset)
     x_all = encode_inputs(rows, probe_encoder)
     train_idx = np.array([i for i, r in enumerate(rows) if r["subject_id"] not in test_subjects])
-    data = AlignmentData(x_all[train_idx], text_emb)
+    data = AlignmentData(x_all[train_idx], text_emb,
+                         groups=[r[cfg.align_within] for r in train_rows] if cfg.align_within else None)
 
     seed_everything(cfg.corpus_seed)
     init = create(cfg.encoder, preset=cfg.preset)
@@ -194,6 +198,8 @@ def summarise(per_seed: dict[str, list[dict]], cfg: DemoConfig, wall: float, **c
         "encoder": f"{cfg.encoder}:{cfg.preset}",
         "teacher": cfg.teacher,
         "train": {k: v for k, v in cfg.train.__dict__.items() if k != "extra"},
+        "report_profile": cfg.report_profile,
+        "align_within": cfg.align_within,
         **counts,
     }
 
