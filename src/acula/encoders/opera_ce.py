@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, InputContract
-from .recon_head import MaskedSpectrogramHead
+from .base import InputContract
+from .cola import ColaEncoder
 from .registry import register
 
 B0_BLOCKS = (
@@ -236,7 +236,7 @@ class _CNNEncoder(nn.Module):
         return next(t for t in range(1, 10_000) if survives(t))
 
 
-class OperaCE(AudioEncoder):
+class OperaCE(ColaEncoder):
     """`Cola(encoder="efficientnet")`: EfficientNet-B0 pooled feature (1280) plus COLA heads."""
 
     name = "opera-ce"
@@ -247,10 +247,7 @@ class OperaCE(AudioEncoder):
         super().__init__()
         self.encoder = _CNNEncoder(width=width, depth=depth, image_size=image_size, drop_connect_rate=drop_connect_rate)
         self.feature_dim = self.encoder.efficientnet.out_channels
-        self.g = nn.Linear(self.feature_dim, dim_out)  # dim_hidden == dim_fea: no `middle` layer
-        self.layer_norm = nn.LayerNorm(dim_out)
-        self.linear = nn.Linear(dim_out, dim_out, bias=False)
-        self.mam_head = MaskedSpectrogramHead(self.feature_dim, n_mels, tuple(mam_patch), mam_ratio)
+        self._add_cola_heads(dim_out, n_mels, mam_patch, mam_ratio)
         # OPERA's downstream policy: the whole (trimmed) recording in one pass, any length that
         # survives the strides. Computed from the network: 34 frames (~1.06 s) for B0 with the
         # static padding, so OPERA's own 1-s minimum clips (32 frames) are too short for it.
@@ -258,28 +255,9 @@ class OperaCE(AudioEncoder):
                                       max_frames=None, frames=256, window_policy=window_policy)
         self.ignorable_missing = ("mam_head.*",)  # acula's own MAM head; not in OPERA checkpoints
         self.ignorable_unexpected = ()
-        self.decoder_prefixes = ("mam_head.",)  # what an encoder-only export may leave out
 
-    def extract_feature(self, x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-        """Cola's `extract_feature`: pooled EfficientNet feature if dim == feature_dim, `g` of it if dim == dim_out."""
-        dim = self.feature_dim if dim is None else dim
-        z = self.encoder(x)
-        if dim == self.feature_dim:
-            return z
-        if dim == self.g.out_features:
-            return self.g(z)
-        raise ValueError(
-            f"{self.name}: extract_feature dim must be {self.feature_dim} or {self.g.out_features}, got {dim}")
-
-    def forward_feature(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.extract_feature(x, self.feature_dim)
-
-    def forward_mam(
-        self, x: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        return self.mam_head(x, lambda m: self.extract_feature(m, self.feature_dim), noise)
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
 
 
 @register("opera-ce")

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AudioEncoder, InputContract
-from .recon_head import MaskedSpectrogramHead
+from .base import InputContract
+from .cola import ColaEncoder
 from .registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -280,7 +280,7 @@ class _Nest(nn.Module):
         self.add_module(name, child)
 
 
-class OperaCT(AudioEncoder):
+class OperaCT(ColaEncoder):
     """`Cola(encoder="htsat")`: HTS-AT latent (768) plus the COLA projection heads (g, layer_norm, linear)."""
 
     name = "opera-ct"
@@ -295,43 +295,20 @@ class OperaCT(AudioEncoder):
                       window_size, mlp_ratio, drop_path_rate, mel_bins)
         self.encoder = _Nest("encoder", _Nest("htsat", htsat))
         self.feature_dim = htsat.num_features
-        # Cola heads: dim_hidden = min(1280, 768) = dim_fea, so there is no `middle` layer
-        self.g = nn.Linear(self.feature_dim, dim_out)
-        self.layer_norm = nn.LayerNorm(dim_out)
-        self.linear = nn.Linear(dim_out, dim_out, bias=False)
-        self.mam_head = MaskedSpectrogramHead(self.feature_dim, mel_bins, tuple(mam_patch), mam_ratio)
+        self._add_cola_heads(dim_out, mel_bins, mam_patch, mam_ratio)
         # OPERA's downstream policy: the whole (trimmed) recording in one pass; any length works
         # (stretched up to 1024 frames, cropped beyond). 2 frames: bicubic needs two to interpolate.
         self.contract = InputContract(frontend="logmel", n_mels=mel_bins, min_frames=2, max_frames=None,
                                       frames=256, window_policy=window_policy)
         self.ignorable_missing = ("mam_head.*", *RECOMPUTED_KEYS)  # the MAM head is acula's own
         self.ignorable_unexpected = UNUSED_KEYS
-        self.decoder_prefixes = ("mam_head.",)  # what an encoder-only export may leave out
 
     @property
     def htsat(self) -> HTSAT:
         return self.encoder.encoder.htsat
 
-    def extract_feature(self, x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-        """Cola's `extract_feature`: the HTS-AT latent if dim == feature_dim, `g` of it if dim == dim_out."""
-        dim = self.feature_dim if dim is None else dim
-        z = self.htsat(x.unsqueeze(1))
-        if dim == self.feature_dim:
-            return z
-        if dim == self.g.out_features:
-            return self.g(z)
-        raise ValueError(
-            f"{self.name}: extract_feature dim must be {self.feature_dim} or {self.g.out_features}, got {dim}")
-
-    def forward_feature(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.extract_feature(x, self.feature_dim)
-
-    def forward_mam(
-        self, x: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.check_input(x)
-        return self.mam_head(x, lambda m: self.extract_feature(m, self.feature_dim), noise)
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.htsat(x.unsqueeze(1))
 
 
 @register("opera-ct")
