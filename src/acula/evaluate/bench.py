@@ -62,7 +62,7 @@ def pad_whole(wave: np.ndarray, length: int, mode: str) -> np.ndarray:
     raise ValueError(f"unknown pad mode {mode!r} (repeat | zero)")
 
 
-def _min_samples(encoder: AudioEncoder, seconds: float) -> int:
+def min_samples(encoder: AudioEncoder, seconds: float) -> int:
     """`seconds` of audio, lengthened where needed so the log-mel has the encoder's minimum frame count."""
     c = encoder.contract
     n = int(seconds * c.sample_rate)
@@ -76,7 +76,7 @@ def _embed_whole(encoder: AudioEncoder, paths: list[str], policy: InputPolicy, d
                  progress: bool) -> Embeddings:
     """CE/CT path: each whole trimmed recording in one pass (batch 1, variable length), padded if short."""
     c = encoder.contract
-    length = _min_samples(encoder, policy.seconds)
+    length = min_samples(encoder, policy.seconds)
     encoder.eval().to(device)
     rows, kept, skipped = [], [], []
     for p in tqdm(paths, desc=f"embed [{encoder.name}, whole]", unit="clip", disable=not progress):
@@ -100,7 +100,7 @@ def _embed_whole(encoder: AudioEncoder, paths: list[str], policy: InputPolicy, d
 
 
 @contextlib.contextmanager
-def _window_seconds(encoder: AudioEncoder, seconds: float):
+def window_seconds_of(encoder: AudioEncoder, seconds: float):
     """Run `embed_files` with this task's GT window length (8.18 s, 5 s for MMLung, 8 s for NoseMic)."""
     saved = encoder.contract
     encoder.contract = dataclasses.replace(saved, window_seconds=float(seconds))
@@ -115,7 +115,7 @@ def embed_task(encoder: AudioEncoder, paths: list[str], policy: InputPolicy | No
     if policy is None:
         return embed_files(encoder, paths, batch_size=batch_size, progress=progress, device=device)
     if policy.kind == "windows":
-        with _window_seconds(encoder, policy.seconds):
+        with window_seconds_of(encoder, policy.seconds):
             return embed_files(encoder, paths, policy="opera", batch_size=batch_size, progress=progress, device=device)
     if policy.kind == "whole":
         return _embed_whole(encoder, paths, policy, device, progress)
@@ -269,7 +269,7 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
 # running
 
 
-def _fmt(x, digits: int = 4) -> str:
+def fmt_mean_std(x, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -298,17 +298,17 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
     for n in skip_notes + r["notes"]:
         log(f"  note: {n}")
     row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": r["metric"],
-           "mean": _fmt(r["mean"]), "std": _fmt(r["std"]), "n_seeds": len(seeds), "n_train": r["n_train"],
+           "mean": fmt_mean_std(r["mean"]), "std": fmt_mean_std(r["std"]), "n_seeds": len(seeds), "n_train": r["n_train"],
            "n_val": r["n_val"], "n_test": r["n_test"],
-           "std_folds": _fmt(float(np.mean(r["fold_std"]))) if r["fold_std"] else "", "status": "ok", "error": ""}
-    seed_rows = [{"task": task.id, "metric": r["metric"], "seed": s, "value": _fmt(v),
-                  "std_folds": _fmt(r["fold_std"][i]) if r["fold_std"] else ""}
+           "std_folds": fmt_mean_std(float(np.mean(r["fold_std"]))) if r["fold_std"] else "", "status": "ok", "error": ""}
+    seed_rows = [{"task": task.id, "metric": r["metric"], "seed": s, "value": fmt_mean_std(v),
+                  "std_folds": fmt_mean_std(r["fold_std"][i]) if r["fold_std"] else ""}
                  for i, (s, v) in enumerate(zip(seeds, r["values"]))]
     log(f"  {r['metric']} = {r['mean']:.4f} ± {r['std']:.4f} over {len(seeds)} seed(s)")
     return row, seed_rows, notes
 
 
-def _csv_text(rows: list[dict], columns: list[str]) -> str:
+def csv_text(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -360,8 +360,8 @@ def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_ro
         rows.append(row)
         seed_rows += srows
         notes[task.id] = tnotes
-        write_text(out / "results.csv", _csv_text(rows, RESULT_COLUMNS))
-        write_text(out / "results_seeds.csv", _csv_text(seed_rows, SEED_COLUMNS))
+        write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
+        write_text(out / "results_seeds.csv", csv_text(seed_rows, SEED_COLUMNS))
         write_text(out / "results.md", markdown(rows, notes, title))
         write_json(out / "run.json", {**config, "notes": notes,
                                       "protocols": {t.id: t.protocol for t in tasks}})
@@ -437,7 +437,7 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
         score_a = f"{ma:.4f}±{float(ra['std'] or 0):.4f}"
         score_b = f"{mb:.4f}±{float(rb['std'] or 0):.4f}"
         lines.append(f"{name:<26} {metric:<6} {score_a:>17} {score_b:>17} {mb - ma:>+9.4f} {better:>6} "
-                     f"{_fmt(p, 4) or 'n/a':>8}")
+                     f"{fmt_mean_std(p, 4) or 'n/a':>8}")
     summary = {"tasks": len(diffs), "b_better": int(sum(d > 0 for d in diffs)), "wilcoxon_p": None,
                "wilcoxon_statistic": None, "per_task": details}
     lines.append("")
@@ -457,7 +457,7 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
 # command line
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def seed_list(text: str) -> tuple[int, ...]:
     if "," in text:
         return tuple(int(s) for s in text.split(",") if s.strip())
     n = int(text)
@@ -520,7 +520,7 @@ def register_cli(subparsers) -> None:
                         "or more than 10 values)")
     p.add_argument("--data-root", default=None, help="folder holding the downloaded datasets (docs/bench.md)")
     p.add_argument("--out", default=None, help="output folder (results.csv/.md, results_seeds.csv, features/)")
-    p.add_argument("--seeds", type=_seeds, default=tuple(range(5)), help="number of probe seeds (0..N-1) or a list")
+    p.add_argument("--seeds", type=seed_list, default=tuple(range(5)), help="number of probe seeds (0..N-1) or a list")
     p.add_argument("--head", choices=["linear", "mlp"], default="linear")
     p.add_argument("--epochs", type=int, default=None, help="override every task's probe epochs (default: protocol)")
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size (windows)")

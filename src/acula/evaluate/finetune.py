@@ -34,9 +34,9 @@ from ..audio.io import AudioError, load_audio
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
-from .bench import (RESULT_COLUMNS, SEED_COLUMNS, _csv_text, _fmt, _min_samples, _seeds, _window_seconds,
+from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, min_samples, seed_list, window_seconds_of,
                     markdown, pad_whole)
-from .probe import _head
+from .probe import make_head
 from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, resolve_tasks
 from .zeroshot import auroc_over_present_classes
 
@@ -75,13 +75,13 @@ def clip_input(path: str, encoder: AudioEncoder, policy: InputPolicy | None) -> 
     if policy is None:
         return read_clip(path, encoder, encoder.contract.window_policy)
     if policy.kind == "windows":
-        with _window_seconds(encoder, policy.seconds):
+        with window_seconds_of(encoder, policy.seconds):
             return read_clip(path, encoder, "opera")
     if policy.kind == "whole":
         c = encoder.contract
         wave = load_audio(path, sample_rate=c.sample_rate)
         wave, _ = frontend.trim_silence(wave, 60.0, frame_length=c.sample_rate // 10, hop_length=c.sample_rate // 20)
-        wave = pad_whole(wave, _min_samples(encoder, policy.seconds), policy.pad)
+        wave = pad_whole(wave, min_samples(encoder, policy.seconds), policy.pad)
         x = frontend.logmel(torch.from_numpy(np.ascontiguousarray(wave))[None], sample_rate=c.sample_rate)
         try:
             encoder.check_input(x)
@@ -190,7 +190,7 @@ def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndar
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     enc = copy.deepcopy(encoder).to(device)
-    head = _head(enc.feature_dim, 1 if reg else n_classes, cfg.head)
+    head = make_head(enc.feature_dim, 1 if reg else n_classes, cfg.head)
     mean, std = 0.0, 1.0
     if reg:  # the training targets' statistics, as LinearProbe
         mean, std = float(y[tr].mean()), float(max(y[tr].std(ddof=1) if len(tr) > 1 else 1.0, 1e-8))
@@ -283,11 +283,11 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
     n_train, n_val = (int(round(np.mean([z[i] for z in sizes]))) for i in (0, 1))
     n_test = sizes[0][2] if data.split is not None else int(sum(len(f) for f in data.folds))
     row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric,
-           "mean": _fmt(float(np.mean(values))), "std": _fmt(float(np.std(values))), "n_seeds": len(seeds),
+           "mean": fmt_mean_std(float(np.mean(values))), "std": fmt_mean_std(float(np.std(values))), "n_seeds": len(seeds),
            "n_train": n_train, "n_val": n_val, "n_test": n_test,
-           "std_folds": _fmt(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
-    seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": _fmt(v),
-                  "std_folds": _fmt(fold_std[i]) if fold_std else ""} for i, (s, v) in enumerate(zip(seeds, values))]
+           "std_folds": fmt_mean_std(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
+    seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": fmt_mean_std(v),
+                  "std_folds": fmt_mean_std(fold_std[i]) if fold_std else ""} for i, (s, v) in enumerate(zip(seeds, values))]
     log(f"  {task.metric} = {np.mean(values):.4f} ± {np.std(values):.4f} over {len(seeds)} seed(s)")
     return row, seed_rows, notes, log_rows
 
@@ -318,10 +318,10 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
         seed_rows += srows
         log_rows += lrows
         notes[task.id] = tnotes
-        write_text(out / "results.csv", _csv_text(rows, RESULT_COLUMNS))
-        write_text(out / "results_seeds.csv", _csv_text(seed_rows, SEED_COLUMNS))
+        write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
+        write_text(out / "results_seeds.csv", csv_text(seed_rows, SEED_COLUMNS))
         write_text(out / "results.md", markdown(rows, notes, title))
-        write_text(out / "finetune_log.csv", _csv_text(log_rows, LOG_COLUMNS))
+        write_text(out / "finetune_log.csv", csv_text(log_rows, LOG_COLUMNS))
         write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
     return rows
 
@@ -369,7 +369,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--task-kind", choices=["classification", "regression", "auto"], default="classification")
     p.add_argument("--data-root", default=None, help="folder holding the downloaded datasets (docs/bench.md)")
     p.add_argument("--out", required=True, help="output folder (results.csv/.md, results_seeds.csv, finetune_log.csv)")
-    p.add_argument("--seeds", type=_seeds, default=tuple(range(5)), help="number of seeds (0..N-1) or a list")
+    p.add_argument("--seeds", type=seed_list, default=tuple(range(5)), help="number of seeds (0..N-1) or a list")
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the task's)")

@@ -29,7 +29,7 @@ def auroc(y: np.ndarray, proba: np.ndarray) -> float:
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(proba.shape[1])))
 
 
-def _head(d: int, out: int, kind: str) -> nn.Module:
+def make_head(d: int, out: int, kind: str) -> nn.Module:
     if kind == "linear":
         head = nn.Sequential(nn.Linear(d, out))
     elif kind == "mlp":
@@ -81,7 +81,7 @@ class LinearProbe:
                 raise ValueError(f"classification probe needs at least 2 classes, got {self.classes_.tolist()}")
             yt = torch.as_tensor(np.searchsorted(self.classes_, np.asarray(y)))
             n_out = len(self.classes_)
-        self.model_ = _head(Xt.shape[1], n_out, self.head)
+        self.model_ = make_head(Xt.shape[1], n_out, self.head)
         opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.decay)
         best, best_state, stale = None, None, 0
