@@ -111,7 +111,8 @@ def test_cka_within_groups_ignores_differences_between_groups():
     got = linear_cka(x, y, torch.from_numpy(groups))
     assert float(got) == pytest.approx(_grouped_by_hand(x, y, groups), rel=1e-5)
     # one group is plain CKA
-    assert float(linear_cka(x, y, torch.zeros(24, dtype=torch.long))) == pytest.approx(float(linear_cka(x, y)), rel=1e-6)
+    one_group = torch.zeros(24, dtype=torch.long)
+    assert float(linear_cka(x, y, one_group)) == pytest.approx(float(linear_cka(x, y)), rel=1e-6)
     # a large offset per group (which dataset a row comes from) dominates plain CKA but not the grouped one
     shift_x = torch.from_numpy(np.eye(3)[groups] * 50).float() @ torch.randn(3, 6, generator=g)
     shift_y = torch.from_numpy(np.eye(3)[groups] * 50).float() @ torch.randn(3, 5, generator=g)
@@ -143,6 +144,7 @@ def test_rbf_cka_within_groups_matches_block_centring():
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(12, 4, generator=g), torch.randn(12, 3, generator=g)
     groups = torch.tensor([0] * 7 + [1] * 5)
-    assert float(rbf_cka(x, y, groups=torch.zeros(12, dtype=torch.long))) == pytest.approx(float(rbf_cka(x, y)), rel=1e-5)
+    one_group = torch.zeros(12, dtype=torch.long)
+    assert float(rbf_cka(x, y, groups=one_group)) == pytest.approx(float(rbf_cka(x, y)), rel=1e-5)
     shifted = rbf_cka(x + 100 * groups[:, None].float(), y, groups=groups)
     assert torch.isfinite(shifted) and 0.0 <= float(shifted) <= 1.0

@@ -62,7 +62,8 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = N
     return _cosine_of_grams(x @ x.T, y @ y.T)
 
 
-def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0, groups: torch.Tensor | None = None) -> torch.Tensor:
+def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0,
+            groups: torch.Tensor | None = None) -> torch.Tensor:
     """CKA with Gaussian kernels; bandwidth = sigma x median pairwise distance (Kornblith et al.).
     With `groups` the kernels are centred within each group (block-diagonal centring matrix)."""
     groups = _check_groups(x, groups)

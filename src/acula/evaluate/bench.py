@@ -298,9 +298,10 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
     for n in skip_notes + r["notes"]:
         log(f"  note: {n}")
     row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": r["metric"],
-           "mean": fmt_mean_std(r["mean"]), "std": fmt_mean_std(r["std"]), "n_seeds": len(seeds), "n_train": r["n_train"],
-           "n_val": r["n_val"], "n_test": r["n_test"],
-           "std_folds": fmt_mean_std(float(np.mean(r["fold_std"]))) if r["fold_std"] else "", "status": "ok", "error": ""}
+           "mean": fmt_mean_std(r["mean"]), "std": fmt_mean_std(r["std"]), "n_seeds": len(seeds),
+           "n_train": r["n_train"], "n_val": r["n_val"], "n_test": r["n_test"],
+           "std_folds": fmt_mean_std(float(np.mean(r["fold_std"]))) if r["fold_std"] else "",
+           "status": "ok", "error": ""}
     seed_rows = [{"task": task.id, "metric": r["metric"], "seed": s, "value": fmt_mean_std(v),
                   "std_folds": fmt_mean_std(r["fold_std"][i]) if r["fold_std"] else ""}
                  for i, (s, v) in enumerate(zip(seeds, r["values"]))]

@@ -34,8 +34,8 @@ from ..audio.io import AudioError, load_audio
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
-from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, min_samples, seed_list, window_seconds_of,
-                    markdown, pad_whole)
+from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, markdown, min_samples, pad_whole,
+                    seed_list, window_seconds_of)
 from .probe import make_head
 from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, resolve_tasks
 from .zeroshot import auroc_over_present_classes
@@ -283,11 +283,12 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
     n_train, n_val = (int(round(np.mean([z[i] for z in sizes]))) for i in (0, 1))
     n_test = sizes[0][2] if data.split is not None else int(sum(len(f) for f in data.folds))
     row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric,
-           "mean": fmt_mean_std(float(np.mean(values))), "std": fmt_mean_std(float(np.std(values))), "n_seeds": len(seeds),
-           "n_train": n_train, "n_val": n_val, "n_test": n_test,
+           "mean": fmt_mean_std(float(np.mean(values))), "std": fmt_mean_std(float(np.std(values))),
+           "n_seeds": len(seeds), "n_train": n_train, "n_val": n_val, "n_test": n_test,
            "std_folds": fmt_mean_std(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
     seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": fmt_mean_std(v),
-                  "std_folds": fmt_mean_std(fold_std[i]) if fold_std else ""} for i, (s, v) in enumerate(zip(seeds, values))]
+                  "std_folds": fmt_mean_std(fold_std[i]) if fold_std else ""}
+                 for i, (s, v) in enumerate(zip(seeds, values))]
     log(f"  {task.metric} = {np.mean(values):.4f} ± {np.std(values):.4f} over {len(seeds)} seed(s)")
     return row, seed_rows, notes, log_rows
 

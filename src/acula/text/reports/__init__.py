@@ -134,9 +134,9 @@ def build_report_table(dataset: str, metadata_paths: list[str | Path] | None = N
             continue
         # a record may carry its own subject id (the synthetic manifest does): it decides the splits
         sid = raw(rec.get("subject_id")) or b.subject_id(rec)
+        provenance = f"{b.provenance_name};seed={seed}" + (f";profile={profile}" if profile != "full" else "")
         row: dict[str, Any] = {"record_id": rid, "subject_id": sid, "dataset": dataset,
-                               "Gen_Report": rep.text, "provenance": f"{b.provenance_name};seed={seed}" + (f";profile={profile}" if profile != "full" else ""),
-                               "findings": rep.findings}
+                               "Gen_Report": rep.text, "provenance": provenance, "findings": rep.findings}
         for k, v in rec.items():
             if k not in row and not str(k).startswith("_"):
                 row[k] = v
