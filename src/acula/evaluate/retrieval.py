@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._io import write_json, write_text
-from .zeroshot import (SIMILARITIES, add_joint_space_args, kept_rows, load_aligned, project_audio, project_texts,
-                       resolve_calibration, resolve_device, similarity, similarity_modes, teacher_for)
+from .zeroshot import (add_joint_space_args, joint_space, kept_rows, project_texts, resolve_device, similarity,
+                       similarity_modes)
 
 KS = (1, 5, 10)
 MAP_K = 10
@@ -109,21 +109,13 @@ def run_retrieval(checkpoint: str | os.PathLike, manifest: str | os.PathLike, ou
     from ..data.manifest import read_manifest
 
     out = Path(out)
-    for m in similarities:
-        if m not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {m!r}")
     rows = read_manifest(manifest, required=("audio_path", text_column))
     if len(rows) < 2:
         raise ValueError(f"{manifest}: retrieval needs at least 2 recordings, got {len(rows)}")
-    model, ck = load_aligned(checkpoint, trust_checkpoint, device)
-    tch = teacher_for(ck, teacher, device, log)
-    cache_dir = Path(cache_dir or out / "text_cache")
-    cal = None
-    if "calibrated" in similarities:
-        cal = resolve_calibration(model, ck, tch, calibration, align_manifest, cache_dir, out, policy,
-                                  batch_size, device, log)
     paths = [r["audio_path"] for r in rows]
-    emb = project_audio(model, paths, policy, batch_size, device, progress)
+    model, tch, cache_dir, cal, emb = joint_space(checkpoint, paths, out, similarities, calibration, align_manifest,
+                                                  teacher, cache_dir, policy, batch_size, device,
+                                                  trust_checkpoint, progress, log)
     reports = [rows[i][text_column] for i in kept_rows(paths, emb.paths)]
     if len(reports) < 2:
         raise ValueError(f"{manifest}: only {len(reports)} recordings could be embedded")

@@ -502,6 +502,24 @@ def _rows_with_label(manifest: str | os.PathLike, column: str) -> tuple[list[dic
     return [r for _, r in keep], [n for n, _ in keep]
 
 
+def joint_space(checkpoint, paths: list[str], out: Path, similarities: Sequence[str], calibration, align_manifest,
+                teacher, cache_dir, policy: str, batch_size: int, device: str, trust_checkpoint: bool,
+                progress: bool, log: Callable[[str], None]):
+    """What zero-shot and retrieval share: the aligned model, its teacher, the text cache, the calibration
+    (when a calibrated similarity is asked for) and the audio projections of `paths`."""
+    for m in similarities:
+        if m not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {m!r}")
+    model, ck = load_aligned(checkpoint, trust_checkpoint, device)
+    tch = teacher_for(ck, teacher, device, log)
+    cache_dir = Path(cache_dir or out / "text_cache")
+    cal = None
+    if "calibrated" in similarities:
+        cal = resolve_calibration(model, ck, tch, calibration, align_manifest, cache_dir, out, policy,
+                                  batch_size, device, log)
+    return model, tch, cache_dir, cal, project_audio(model, paths, policy, batch_size, device, progress)
+
+
 def run_zeroshot(checkpoint: str | os.PathLike, manifest: str | os.PathLike, label_column: str,
                  out: str | os.PathLike, prompts: str | os.PathLike | Prompts | None = None,
                  similarities: Sequence[str] = ("calibrated",), calibration: str | os.PathLike | None = None,
@@ -514,20 +532,12 @@ def run_zeroshot(checkpoint: str | os.PathLike, manifest: str | os.PathLike, lab
     out = Path(out)
     if not isinstance(prompts, Prompts):
         prompts = Prompts.load(prompts) if prompts is not None else Prompts.default(label_column)
-    for m in similarities:
-        if m not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {m!r}")
     rows, line_numbers = _rows_with_label(manifest, label_column)
     y_all = prompts.class_index([r[label_column] for r in rows], str(manifest), line_numbers)
-    model, ck = load_aligned(checkpoint, trust_checkpoint, device)
-    tch = teacher_for(ck, teacher, device, log)
-    cache_dir = Path(cache_dir or out / "text_cache")
-    cal = None
-    if "calibrated" in similarities:
-        cal = resolve_calibration(model, ck, tch, calibration, align_manifest, cache_dir, out, policy,
-                                  batch_size, device, log)
     paths = [r["audio_path"] for r in rows]
-    emb = project_audio(model, paths, policy, batch_size, device, progress)
+    model, tch, cache_dir, cal, emb = joint_space(checkpoint, paths, out, similarities, calibration, align_manifest,
+                                                  teacher, cache_dir, policy, batch_size, device,
+                                                  trust_checkpoint, progress, log)
     y = y_all[kept_rows(paths, emb.paths)]
     flat = [p for s in prompts.sets for p in s]
     text = project_texts(model, tch, flat, cache_dir).reshape(len(prompts.sets), len(prompts.classes), -1)
