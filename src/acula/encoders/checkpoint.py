@@ -1,6 +1,6 @@
 """Reading, strictly loading, saving and converting encoder checkpoints (SPEC §2.4, §3.4).
 
-OPERA and AcuLa load with `strict=False`, so a wrong or partial checkpoint silently yields a random
+OPERA and AcuLa load non-strictly (key checks off), so a wrong or partial checkpoint silently yields a random
 encoder (SPEC §3.6 item 9). Here every key is accounted for: a missing encoder weight, an unknown
 key or a shape mismatch is an error that names it, and the only tolerated differences are those
 the model declares (`ignorable_missing` / `ignorable_unexpected`, fnmatch patterns on full keys)
@@ -178,8 +178,8 @@ def _torch_load(path: Path, trust: bool) -> Any:
             raise CheckpointError(f"{path} contains Python objects beyond tensors and plain containers{detail}; "
                                   f"{_TRUST_HINT}.") from e
     try:
-        # explicit user opt-in (trust_checkpoint=True / --trust-checkpoint): full unpickling may run code
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # full unpickling may run code: reached only with trust_checkpoint=True / --trust-checkpoint
+        return torch.load(path, map_location="cpu", weights_only=False)  # user opt-in (trust_checkpoint)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read checkpoint even with full unpickling: "
                               f"{type(e).__name__}: {e}") from e
@@ -234,7 +234,7 @@ def load_into(
 ) -> LoadReport:
     """Load `source` into `model`, accounting for every key; raise `CheckpointError` on any mismatch.
 
-    `strict=False` only tolerates unexpected keys (they are listed in the report); missing encoder
+    With `strict` off, only unexpected keys are tolerated (they are listed in the report); missing encoder
     weights and shape mismatches always fail. A checkpoint without the MAM decoder loads with
     `allow_missing_decoder=True` (or when its acula config says it was saved without one).
     """

@@ -361,7 +361,7 @@ class YAMNet(AudioEncoder):
                     f"expects {tuple(own[k].shape)}"
                 )
         # every key and shape was checked above; only the MAM head (never in converted weights) is absent
-        self.load_state_dict(state, strict=False)
+        self.load_state_dict(state, strict=False)  # keys and shapes checked above; only mam_head.* may be absent
 
     def save_safetensors(self, path: str | Path) -> None:
         """Write backbone + classifier weights (and class names) to `path` atomically."""

@@ -467,17 +467,10 @@ def seed_list(text: str) -> tuple[int, ...]:
     return tuple(range(n))
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from ..cli import _encoder
-
-    if args.list:
-        for t in list_tasks():
-            print(f"{t.id:<14} {t.name:<22} {t.dataset:<24} {t.metric:<6} {t.target}")
-        return 0
+def tasks_from_args(args: argparse.Namespace) -> list[Task]:
+    """Registered tasks (`--tasks`, need `--data-root`) plus custom `--task-csv` tasks, ids unique."""
     if not args.tasks and not args.task_csv:
-        raise ValueError("give --tasks T1,T7,... (or 'all') and/or --task-csv FILE (see --list)")
-    if not args.out:
-        raise ValueError("--out DIR is required")
+        raise ValueError("give --tasks T1,T7,... (or 'all'; see `acula bench --list`) and/or --task-csv FILE")
     tasks = resolve_tasks(args.tasks) if args.tasks else []
     if tasks and not args.data_root:
         raise ValueError("--data-root DIR is required for registered tasks")
@@ -488,6 +481,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     clash = sorted({i for i in ids if ids.count(i) > 1})
     if clash:
         raise ValueError(f"task id(s) {', '.join(clash)} given twice (a --task-csv is named after its file)")
+    return tasks
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..cli import _encoder
+
+    if args.list:
+        for t in list_tasks():
+            print(f"{t.id:<14} {t.name:<22} {t.dataset:<24} {t.metric:<6} {t.target}")
+        return 0
+    if not args.out:
+        raise ValueError("--out DIR is required")
+    tasks = tasks_from_args(args)
     torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
     encoder = _encoder(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -35,9 +35,9 @@ from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
 from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, markdown, min_samples, pad_whole,
-                    seed_list, window_seconds_of)
+                    seed_list, tasks_from_args, window_seconds_of)
 from .probe import make_head
-from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, resolve_tasks
+from .tasks import InputPolicy, Task, TaskData, TaskError
 from .zeroshot import auroc_over_present_classes
 
 LOG_COLUMNS = ["task", "seed", "fold", "epoch", "train_loss", "val_metric", "best", "lr_head", "lr_encoder"]
@@ -334,14 +334,7 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ..cli import _encoder
 
-    if not args.tasks and not args.task_csv:
-        raise ValueError("give --tasks T1,T7,... (see `acula bench --list`) and/or --task-csv FILE")
-    tasks = resolve_tasks(args.tasks) if args.tasks else []
-    if tasks and not args.data_root:
-        raise ValueError("--data-root DIR is required for registered tasks")
-    if args.data_root and not Path(args.data_root).is_dir():
-        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder")
-    tasks += [csv_task(p, kind=args.task_kind) for p in args.task_csv or []]
+    tasks = tasks_from_args(args)
     torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
     encoder = _encoder(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
