@@ -94,6 +94,17 @@ def test_cka_properties(params):
         assert -1e-5 <= cka_feature(x, y).item() <= 1 + 1e-5
 
 
+def test_cka_does_not_depend_on_the_scale_of_tiny_features():
+    """Found by hypothesis: with features of ~1e-3 the Gram norms fell under the NaN guard and CKA read 0.74."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 1, generator=g) * 0.0078125, torch.randn(2, 1, generator=g)
+    assert float(linear_cka(x, y)) == pytest.approx(1.0, abs=1e-6)  # any two distinct points: CKA 1
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 3, generator=g)
+    for s in (1e-6, 1e-3, 1.0, 1e4):
+        assert float(linear_cka(x * s, y)) == pytest.approx(float(linear_cka(x, y)), rel=1e-4)
+        assert float(cka_feature(x[:, :3] * s, y)) == pytest.approx(float(cka_feature(x[:, :3], y)), rel=1e-4)
+
+
 def _grouped_by_hand(x, y, groups):
     """CKA of the residuals after each group's mean is removed, in float64 numpy."""
     x, y = x.double().numpy(), y.double().numpy()

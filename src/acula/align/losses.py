@@ -42,6 +42,13 @@ def _check_groups(x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor 
     return groups
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """x / ||x||_F. CKA is scale-invariant, and this keeps the Grams O(1): features of 1e-3 give Gram
+    norms near 1e-12, where the EPS guard below would otherwise bias the value (a 2-row batch read 0.74
+    instead of 1)."""
+    return x / torch.sqrt((x * x).sum().clamp_min(1e-30))
+
+
 def _cosine_of_grams(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     """<K, L>_F / (||K||_F ||L||_F), safe when either Gram is zero."""
     num = (k * l).sum()
@@ -57,8 +64,8 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = N
     groups = _check_groups(x, groups)
     if x.shape[0] < 2:
         return x.new_zeros((), dtype=torch.float32) + 0.0 * (x.sum() + y.sum()).float()
-    x = _center(x.float(), groups)
-    y = _center(y.float(), groups)
+    x = _unit(_center(x.float(), groups))
+    y = _unit(_center(y.float(), groups))
     return _cosine_of_grams(x @ x.T, y @ y.T)
 
 
@@ -89,8 +96,8 @@ def cka_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The published AcuLa 'CKA' (SPEC §3.3): feature Grams, needs equal widths, ignores pairing."""
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"cka_feature needs equal widths, got {x.shape[1]} and {y.shape[1]}")
-    x = _center(x.float())
-    y = _center(y.float())
+    x = _unit(_center(x.float()))
+    y = _unit(_center(y.float()))
     return _cosine_of_grams(x.T @ x, y.T @ y)
 
 
