@@ -4,7 +4,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acula.align.losses import alignment_loss, cka_feature, info_nce_loss, linear_cka, rbf_cka
+from acula.align.losses import (
+    alignment_loss,
+    cka_feature,
+    info_nce_loss,
+    linear_cka,
+    linear_cka_debiased,
+    rbf_cka,
+)
 
 
 def _rot(d, seed=0):
@@ -52,7 +59,7 @@ def test_reference_value_of_feature_cka():
     assert got == pytest.approx(ref, rel=1e-5)
 
 
-@pytest.mark.parametrize("fn", [linear_cka, rbf_cka, cka_feature])
+@pytest.mark.parametrize("fn", [linear_cka, linear_cka_debiased, rbf_cka, cka_feature])
 def test_degenerate_batches_give_finite_values_and_grads(fn):
     for x in (torch.ones(6, 4, requires_grad=True), torch.randn(1, 4, requires_grad=True)):
         y = torch.randn(x.shape[0], 4)
@@ -139,7 +146,7 @@ def test_grouped_losses_degenerate_and_validated():
     x = torch.randn(5, 4, requires_grad=True)
     y = torch.randn(5, 3)
     single = torch.arange(5)  # every row alone in its group: nothing left to compare
-    for name in ("cka", "rbf_cka"):
+    for name in ("cka", "cka_biased", "rbf_cka"):
         loss = alignment_loss(name)(x, y, single)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
@@ -159,3 +166,72 @@ def test_rbf_cka_within_groups_matches_block_centring():
     assert float(rbf_cka(x, y, groups=one_group)) == pytest.approx(float(rbf_cka(x, y)), rel=1e-5)
     shifted = rbf_cka(x + 100 * groups[:, None].float(), y, groups=groups)
     assert torch.isfinite(shifted) and 0.0 <= float(shifted) <= 1.0
+
+
+def _hsic_song(k, l):
+    """Unbiased HSIC, equation (5) of Song et al. (2012), in float64 numpy."""
+    n = len(k)
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+
+
+def test_debiased_cka_matches_the_unbiased_hsic_formula():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(9, 4)), rng.normal(size=(9, 6))
+    k, l = x @ x.T, y @ y.T
+    ref = _hsic_song(k, l) / np.sqrt(_hsic_song(k, k) * _hsic_song(l, l))
+    got = linear_cka_debiased(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    assert float(got) == pytest.approx(ref, abs=1e-5)
+
+
+def test_debiased_cka_does_not_reward_unrelated_wide_features():
+    """The failure it fixes: plug-in CKA of two unrelated 512-d batches of 64 is ~0.9, so a model can
+    lower 1 - CKA by adding per-sample noise (dropout) on both sides, whatever the pairing."""
+    g = torch.Generator().manual_seed(0)
+    a, t = torch.randn(64, 512, generator=g), torch.randn(64, 512, generator=g)
+    assert float(linear_cka(a, t)) > 0.8
+    assert abs(float(linear_cka_debiased(a, t))) < 0.1
+    z = torch.randn(64, 8, generator=g)  # shared signal under the same noise: found, and pairing-aware
+    a_sig = z @ torch.randn(8, 512, generator=g) * 3 + a
+    t_sig = z @ torch.randn(8, 512, generator=g) * 3 + t
+    paired = float(linear_cka_debiased(a_sig, t_sig))
+    shuffled = float(linear_cka_debiased(a_sig, t_sig[torch.randperm(64, generator=g)]))
+    assert paired > 0.5 and abs(shuffled) < 0.15
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays)
+def test_debiased_cka_properties(params):
+    b, dx, dy, seed, scale = params
+    b += 4
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, dx, generator=g) * scale
+    y = torch.randn(b, dy, generator=g)
+    v = float(linear_cka_debiased(x, y))
+    assert -1 - 1e-5 <= v <= 1 + 1e-5
+    assert v == pytest.approx(float(linear_cka_debiased(y, x)), abs=1e-4)
+    assert float(linear_cka_debiased(x, x)) == pytest.approx(1.0, abs=1e-4)
+    z = 2.5 * x @ _rot(dx, seed % 1000) + 7.0
+    assert float(linear_cka_debiased(z, y)) == pytest.approx(v, abs=1e-3)
+
+
+def test_debiased_cka_within_groups():
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(30, 6, generator=g), torch.randn(30, 5, generator=g)
+    groups = torch.tensor([0] * 12 + [1] * 15 + [2] * 3)  # the 3-row group cannot be estimated: ignored
+    got = float(linear_cka_debiased(x, y, groups))
+    # the pooled estimate of the two usable groups, by hand
+    parts = [(x[groups == k].double().numpy(), y[groups == k].double().numpy()) for k in (0, 1)]
+    hs = [(_hsic_song(a @ a.T, b @ b.T) * len(a) * (len(a) - 3), _hsic_song(a @ a.T, a @ a.T) * len(a) * (len(a) - 3),
+           _hsic_song(b @ b.T, b @ b.T) * len(a) * (len(a) - 3)) for a, b in parts]
+    ref = sum(h[0] for h in hs) / np.sqrt(sum(h[1] for h in hs) * sum(h[2] for h in hs))
+    assert got == pytest.approx(ref, abs=1e-5)
+    shift = torch.from_numpy(np.eye(3)[groups.numpy()] * 50).float()
+    assert float(linear_cka_debiased(x + shift @ torch.randn(3, 6, generator=g),
+                                     y + shift @ torch.randn(3, 5, generator=g), groups)) == pytest.approx(got, abs=1e-3)
+    assert alignment_loss("cka")(x, x, groups).item() == pytest.approx(0.0, abs=1e-5)
+    assert alignment_loss("cka_biased")(x, y, groups).item() == pytest.approx(1 - float(linear_cka(x, y, groups)))

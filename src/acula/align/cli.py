@@ -118,7 +118,7 @@ def register_cli(sub) -> None:
     p.add_argument("--feature-cache", default=None, help="log-mel feature cache folder (default OUT/features)")
     p.add_argument("--workers", type=int, default=0, help="processes building the feature cache (0 = in-process)")
     p.add_argument("--exclude-subjects", default=None, help="file of subject ids never to align on (test subjects)")
-    p.add_argument("--loss", default="cka", choices=["cka", "rbf_cka", "cka_feature", "info_nce"])
+    p.add_argument("--loss", default="cka", choices=["cka", "cka_biased", "rbf_cka", "cka_feature", "info_nce"])
     p.add_argument("--align-within", default=None, metavar="COLUMN",
                    help="centre the CKA within groups of this manifest column, so differences between datasets "
                         "(heart vs lung vs cough) do not dominate the loss; 'none' = the whole batch, as published "
