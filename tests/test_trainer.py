@@ -113,3 +113,20 @@ def test_alignment_data_groups_reach_the_loss(tmp_path):
     tr.loss_fn = lambda a, p, g=None: seen.append(g) or loss_fn(a, p, g)
     tr.fit(resume=False)
     assert len(seen) == 3 and all(g is not None and len(g) == 4 for g in seen)
+
+
+def test_grouped_data_gives_one_group_per_batch(tmp_path):
+    """Within-group CKA compares rows of one group only, so every batch comes from one group and no row is
+    left out of an epoch (a group's last partial batch is topped up from that group)."""
+    base = _data(n=22)
+    groups = np.array(["heart"] * 13 + ["lung"] * 9)
+    data = AlignmentData(base.inputs, base.text_emb, groups=groups)
+    tr = Trainer(_model(), data, _cfg(epochs=1, batch_size=4), tmp_path)
+    for epoch in range(3):
+        order = tr._permutation(epoch)
+        batches = order.reshape(-1, 4)
+        assert all(len(set(data.groups[b])) == 1 for b in batches)
+        assert set(order) == set(range(22)) and len(order) == 4 * (4 + 3)
+    assert not np.array_equal(tr._permutation(0), tr._permutation(1))
+    mixed = Trainer(_model(), data, _cfg(epochs=1, batch_size=4, group_batches=False), tmp_path / "mixed")
+    assert sorted(mixed._permutation(0)) == list(range(22))

@@ -38,6 +38,7 @@ class TrainConfig:
     lambda_align: float = 1.0
     lambda_mam: float = 1.0
     loss: str = "cka"
+    group_batches: bool = True  # with groups: every batch from one group (see Trainer._permutation)
     clip_norm: float = 1.0
     seed: int = 0
     mixed_precision: str = "no"  # "no" | "bf16" (GPU)
@@ -206,7 +207,25 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.data))
+        """Row order of one epoch; consecutive `batch_size` rows form a global batch.
+
+        With groups (CKA centred within each group) a mixed batch wastes its cross-group pairs, and
+        the CKA of each group is estimated from a few rows only; so each batch is drawn from one group
+        (a group's last partial batch is topped up from its own rows) and the batches are shuffled.
+        """
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        groups = getattr(self.data, "groups", None)
+        if groups is None or not self.cfg.group_batches:
+            return rng.permutation(len(self.data))
+        b = self.cfg.batch_size
+        chunks = []
+        for g in np.unique(groups):
+            rows = rng.permutation(np.flatnonzero(groups == g))
+            n = -(-len(rows) // b) * b
+            rows = np.concatenate([rows, rng.choice(rows, n - len(rows), replace=len(rows) < n - len(rows))])
+            chunks += list(rows.reshape(-1, b))
+        order = rng.permutation(len(chunks))
+        return np.concatenate([chunks[i] for i in order])
 
     def compute_loss(self, x: torch.Tensor, t: torch.Tensor,
                      groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
