@@ -319,3 +319,20 @@ def test_build_defaults_reach_demo_size(tmp_path):
     assert len(recs) >= 600
     manifest = S.build(tmp_path, n_heart=1, n_lung=1, n_cough=1, seed=0, seconds=1.0, progress=False)
     assert len(_rows(manifest)) == len(S.generate(1, 1, 1, seed=0, seconds=1.0))
+
+
+def test_slow_breathing_leaves_a_silent_end_expiratory_pause():
+    """Expiratory flow decays with the subject's time constant, not with the period: at 10 breaths/min
+    a large part of each cycle is silent, at 35 almost none (a pause that scaled with the period made
+    every rate look alike to any pooled feature)."""
+    sr, n = 1000, 60_000
+
+    def silent_fraction(rate, tau=0.5):
+        cycles = S._breath_cycles(np.random.default_rng(0), rate, 1.6, n / sr)
+        insp, expi, _ = S._breath_envelopes(cycles, n, sr, 0.4, tau)
+        env = insp + expi
+        return float(np.mean(env < 0.05 * env.max()))
+
+    slow, fast = silent_fraction(10), silent_fraction(35)
+    assert slow > 0.25 and fast < 0.1
+    assert silent_fraction(10, tau=1.5) < slow  # obstruction (a long time constant) fills the pause

@@ -10,7 +10,10 @@ Physiology, briefly (all times in seconds, all amplitudes relative):
   damped low-frequency transients, the A2-P2 split widening on inspiration; optional S3/S4;
   systolic and diastolic murmurs built from the CirCor descriptors (timing, shape, grade, pitch,
   quality), loudest at the most audible location, quieter at the other listed ones, absent elsewhere.
-- lung: breathing cycles with I:E ~1:1.5-1:2 (longer in COPD), vesicular / bronchial / tracheal
+- lung: breathing cycles with I:E ~1:1.5-1:2 (longer in COPD); breath sound follows airflow, and
+  expiratory flow decays with the subject's time constant (long in COPD, short in stiff or infant
+  lungs), so slow breathing ends each breath in a silent pause that fast breathing lacks (the
+  respiratory rate is in the sound's time course, not only in its period); vesicular / bronchial / tracheal
   spectra, fine and coarse crackles as short chirped transients, wheezes and rhonchi as tonal
   segments with harmonics; heart sounds bleed in as they do on a real chest.
 - cough: explosive, intermediate and optional voiced phases shaped by vocal-tract formants;
@@ -138,17 +141,18 @@ class _Diagnosis:
     p_coarse: float  # crackles are coarse rather than fine
     p_rhonchi: float  # continuous sounds are low-pitched rhonchi rather than wheezes
     ie: tuple[float, float]  # expiration / inspiration duration ratio
+    tau: tuple[float, float]  # expiratory time constant R*C (s): long in obstruction, short in stiff or small lungs
 
 
 _DIAGNOSES = {
-    "COPD": _Diagnosis(0.42, (50, 90), (16, 28), 0.62, 0.45, 0.6, 0.35, (1.8, 3.0)),
-    "Healthy": _Diagnosis(0.20, (0.5, 80), (8, 20), 0.06, 0.04, 0.3, 0.2, (1.4, 2.0)),
-    "URTI": _Diagnosis(0.09, (0.5, 70), (12, 22), 0.15, 0.15, 0.5, 0.4, (1.4, 2.0)),
-    "Pneumonia": _Diagnosis(0.07, (45, 88), (20, 32), 0.75, 0.20, 0.5, 0.3, (1.3, 1.8)),
-    "Bronchiectasis": _Diagnosis(0.06, (40, 80), (14, 24), 0.80, 0.40, 0.85, 0.5, (1.5, 2.2)),
-    "Bronchiolitis": _Diagnosis(0.06, (0.25, 3), (30, 40), 0.55, 0.65, 0.3, 0.3, (1.3, 2.0)),
-    "LRTI": _Diagnosis(0.04, (0.5, 6), (24, 36), 0.45, 0.15, 0.5, 0.3, (1.3, 1.9)),
-    "Asthma": _Diagnosis(0.06, (15, 75), (14, 26), 0.05, 0.85, 0.5, 0.15, (1.8, 2.8)),
+    "COPD": _Diagnosis(0.42, (50, 90), (16, 28), 0.62, 0.45, 0.6, 0.35, (1.8, 3.0), (0.9, 1.6)),
+    "Healthy": _Diagnosis(0.20, (0.5, 80), (8, 20), 0.06, 0.04, 0.3, 0.2, (1.4, 2.0), (0.35, 0.6)),
+    "URTI": _Diagnosis(0.09, (0.5, 70), (12, 22), 0.15, 0.15, 0.5, 0.4, (1.4, 2.0), (0.35, 0.6)),
+    "Pneumonia": _Diagnosis(0.07, (45, 88), (20, 32), 0.75, 0.20, 0.5, 0.3, (1.3, 1.8), (0.25, 0.5)),
+    "Bronchiectasis": _Diagnosis(0.06, (40, 80), (14, 24), 0.80, 0.40, 0.85, 0.5, (1.5, 2.2), (0.6, 1.1)),
+    "Bronchiolitis": _Diagnosis(0.06, (0.25, 3), (30, 40), 0.55, 0.65, 0.3, 0.3, (1.3, 2.0), (0.3, 0.5)),
+    "LRTI": _Diagnosis(0.04, (0.5, 6), (24, 36), 0.45, 0.15, 0.5, 0.3, (1.3, 1.9), (0.2, 0.4)),
+    "Asthma": _Diagnosis(0.06, (15, 75), (14, 26), 0.05, 0.85, 0.5, 0.15, (1.8, 2.8), (0.7, 1.3)),
 }
 
 _COUGH_STATUS = {"healthy": 0.5, "symptomatic": 0.3, "COVID-19": 0.2}
@@ -319,19 +323,30 @@ def _breath_cycles(rng, rate: float, ie: float, duration: float) -> list[tuple[f
     return cycles
 
 
-def _breath_envelopes(cycles, n: int, sr: int, exp_ratio: float, pause: float):
-    """Amplitude envelopes of inspiratory and expiratory sound, and an inspiration indicator."""
+def _expiration_length(te: float, tau: float) -> float:
+    """Audible part of an expiration: passive flow decays as exp(-t / tau) and is inaudible after
+    about three time constants, so a slow breath ends in a silent pause and a fast one does not."""
+    return min(te, 3.0 * tau)
+
+
+def _breath_envelopes(cycles, n: int, sr: int, exp_ratio: float, tau: float):
+    """Amplitude envelopes of inspiratory and expiratory sound, and an inspiration indicator.
+
+    Sound amplitude follows airflow: a half-sine over inspiration; over expiration a fast rise then
+    the passive decay with the subject's time constant, cut (with a short taper) by the next breath.
+    The end-expiratory pause therefore depends on the rate, as it does in patients.
+    """
     insp, expi, ind = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
     for t, ti, te, depth in cycles:
         a, b = int(round(t * sr)), int(round((t + ti) * sr))
         u = (np.arange(a, b, dtype=np.float32) - a) / max(b - a, 1)
         _overlay(insp, a, depth * np.sin(np.pi * u) ** 1.2)
         _overlay(ind, a, np.sin(np.pi * u) ** 0.5)
-        active = te * (1 - pause)  # end-expiratory pause is silent
-        c = int(round((t + ti + active) * sr))
-        u = (np.arange(b, c, dtype=np.float32) - b) / max(c - b, 1)
-        shape = u ** 0.35 * (1 - u) ** 1.3
-        _overlay(expi, b, depth * exp_ratio * shape / 0.42)  # 0.42 ≈ peak of the shape
+        c = int(round((t + ti + _expiration_length(te, tau)) * sr))
+        s = (np.arange(b, c, dtype=np.float32) - b) / sr
+        shape = (1 - np.exp(-s / 0.08)) * np.exp(-s / tau)
+        taper = np.clip((s[-1] - s) / min(0.05, max(te / 4, 1e-3)), 0, 1) if len(s) else s
+        _overlay(expi, b, depth * exp_ratio * shape * taper / max(float(shape.max(initial=0)), 1e-6))
     return insp, expi, ind
 
 
@@ -533,7 +548,7 @@ def _render_heart(rec: SyntheticRecording, stream: Callable) -> tuple[dict, np.n
     p, n, sr = rec.params, rec.n_samples, rec.sample_rate
     rng = stream("breath")
     cycles = _breath_cycles(rng, p["resp_rate"], 1.6, n / sr)
-    insp_env, exp_env, insp = _breath_envelopes(cycles, n, sr, 0.4, 0.1)
+    insp_env, exp_env, insp = _breath_envelopes(cycles, n, sr, 0.4, 0.5)
     vesicular = _shaped_noise(rng, n, sr, lambda f: _highpass(f, 80, 2) * _lowpass(f, 220, 2))
     breath = p["breath_level"] * vesicular * (insp_env + exp_env)
     heart, beats = _heart_sounds(stream("heart"), n, sr, p, p["site"], insp)
@@ -573,7 +588,7 @@ def _lung_subject(seed: int, i: int, n_locations: int = 4) -> list[SyntheticReco
     has_crackles = r.random() < d.p_crackles
     has_wheezes = r.random() < d.p_wheezes
     subject = dict(
-        diagnosis=diagnosis, ie=_u(r, d.ie), pause=_u(r, (0.0, 0.2)),
+        diagnosis=diagnosis, ie=_u(r, d.ie), tau=_u(r, d.tau),
         crackle_kind="coarse" if r.random() < d.p_coarse else "fine",
         wheeze_kind="rhonchus" if r.random() < d.p_rhonchi else "wheeze",
         wheeze_phase="expiration" if r.random() < 0.75 else "inspiration",
@@ -654,7 +669,7 @@ def _render_lung(rec: SyntheticRecording, stream: Callable) -> tuple[dict, np.nd
     rng = stream("breath")
     cycles = _breath_cycles(_rng(*p["take_key"], 0), p["rate"], p["ie"], n / sr)
     insp_mag, exp_mag, exp_ratio = _breath_spectrum(p["sound"], rng)
-    insp_env, exp_env, insp = _breath_envelopes(cycles, n, sr, exp_ratio, p["pause"])
+    insp_env, exp_env, insp = _breath_envelopes(cycles, n, sr, exp_ratio, p["tau"])
     level = p["depth"] * (1.8 if p["sound"] == "tracheal" else 1.0)
     breath = level * (_shaped_noise(rng, n, sr, insp_mag) * insp_env + _shaped_noise(rng, n, sr, exp_mag) * exp_env)
     ref = level  # RMS of the breath noise at peak inspiratory flow
@@ -663,7 +678,7 @@ def _render_lung(rec: SyntheticRecording, stream: Callable) -> tuple[dict, np.nd
     def phases(which: str):
         out = []
         for t, ti, te, _ in cycles:
-            a, b = (t, t + ti) if which == "inspiration" else (t + ti, t + ti + te * (1 - p["pause"]))
+            a, b = (t, t + ti) if which == "inspiration" else (t + ti, t + ti + _expiration_length(te, p["tau"]))
             if a < n / sr - 0.1 and b > 0.1:
                 out.append((a, b))
         return out
