@@ -54,3 +54,22 @@ def test_align_cli_real_yamnet_from_tflite(manifest, tmp_path, shared_dir):
 
     m = create("yamnet", checkpoint=str(out / "encoder.safetensors"))
     assert m.feature_dim == 1024
+
+
+def test_hf_towers_run_through_the_cli(manifest, tmp_path):
+    """hf-ast from a local directory (a small random config: no network) through embed and align."""
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path / "ast"
+    torch.manual_seed(0)
+    cfg = transformers.ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 num_mel_bins=32, max_length=64)
+    transformers.ASTModel(cfg).save_pretrained(d)
+    transformers.ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(d)
+    enc = ["--encoder", "hf-ast", "--hf-model", str(d)]
+    assert main(["embed", str(manifest), *enc, "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz") as z:
+        assert z["embeddings"].shape == (8, 32) and np.isfinite(z["embeddings"]).all()
+    out = tmp_path / "run"
+    assert main(["align", "--manifest", str(manifest), *enc, "--epochs", "1", "--batch-size", "4",
+                 "--out", str(out)]) == 0
+    assert torch.load(out / "acula_final.pt", weights_only=True)["config"]["encoder"]["name"] == "hf-ast"

@@ -16,12 +16,16 @@ def _add_encoder_args(p: argparse.ArgumentParser) -> None:
                    help="allow checkpoints that need full unpickling (can run arbitrary code: only for files you trust)")
     p.add_argument("--allow-missing-decoder", action="store_true",
                    help="accept an encoder-only checkpoint (features work; masked-audio modelling starts fresh)")
+    p.add_argument("--hf-model", default=None, metavar="DIR_OR_ID",
+                   help="hf-ast / hf-clap: the Hugging Face model, a local directory or a hub id")
 
 
 def _encoder(args):
     from .encoders import create
 
     opts = {"preset": args.preset} if args.preset else {}
+    if getattr(args, "hf_model", None):
+        opts["model"] = args.hf_model
     return create(args.encoder, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint,
                   allow_missing_decoder=args.allow_missing_decoder, **opts)
 
@@ -50,9 +54,20 @@ def cmd_embed(args) -> int:
         return 2
     policy = args.policy or encoder.contract.window_policy
     config = describe(encoder, policy, args.checkpoint)  # fails early on a bad configuration
-    resume_dir = Path(str(args.out) + ".partial") if args.resume else None
-    result = embed_files(encoder, paths, policy=policy, batch_size=args.batch_size, strict=args.strict,
-                         resume_dir=resume_dir)
+    if args.feature_cache:
+        from .data.features import POLICIES, build_feature_cache
+        from .extract import embed_cache
+
+        if encoder.contract.frontend != "logmel" or policy not in POLICIES:
+            raise ValueError(f"--feature-cache holds log-mel windows of the {' / '.join(POLICIES)} policies; "
+                             f"{encoder.name} with policy {policy!r} reads its audio directly (drop the flag)")
+        cache = build_feature_cache(paths, args.feature_cache, encoder.contract, policy=policy, workers=args.workers,
+                                    strict=args.strict)  # built once, resumable; refused if built otherwise
+        result = embed_cache(encoder, cache, batch_size=args.batch_size, strict=args.strict)
+    else:
+        resume_dir = Path(str(args.out) + ".partial") if args.resume else None
+        result = embed_files(encoder, paths, policy=policy, batch_size=args.batch_size, strict=args.strict,
+                             resume_dir=resume_dir)
     result.config = config
     result.save(args.out)
     print(f"embedded {len(result.paths)} / {len(paths)} files -> {args.out} "
@@ -88,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     p.add_argument("--resume", action="store_true",
                    help="keep finished chunks in OUT.partial/ so a killed run continues where it stopped")
+    p.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="read the log-mel windows from this feature cache, building it first if needed (the same "
+                        "cache `acula align --feature-cache` uses): decode a corpus once for many encoders or runs")
+    p.add_argument("--workers", type=int, default=0, help="processes building the feature cache (0 = in-process)")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=cmd_embed)
 
