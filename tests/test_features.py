@@ -325,3 +325,37 @@ def test_reading_memory_does_not_grow_with_the_corpus(tmp_path, audio):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 4 * batch_bytes + 256 * 1024
+
+
+@pytest.mark.parametrize("policy", ["acula", "opera"])
+def test_embed_reads_the_cache_and_matches_direct_extraction(tmp_path, audio, policy):
+    """`acula embed --feature-cache` decodes once and gives the embeddings of the direct path (≤ 1e-5),
+    with the same skips in the same order; a second encoder reuses the cache without decoding."""
+    from acula.cli import main
+    from acula.encoders import create
+    from acula.encoders.checkpoint import save_encoder
+
+    weights = tmp_path / "tiny.safetensors"  # the same weights for every call
+    save_encoder(create("opera-gt", preset="tiny"), weights)
+    paths = [audio[k] for k in ("ok0", "silent", "ok1", "long", "missing", "ok2")]
+    enc = ["--encoder", "opera-gt", "--preset", "tiny", "--checkpoint", str(weights), "--policy", policy,
+           "--batch-size", "3"]
+    assert main(["embed", *paths, *enc, "--out", str(tmp_path / "direct.npz")]) == 0
+    cache = tmp_path / "cache"
+    assert main(["embed", *paths, *enc, "--feature-cache", str(cache), "--out", str(tmp_path / "cached.npz")]) == 0
+    with np.load(tmp_path / "direct.npz") as a, np.load(tmp_path / "cached.npz") as b:
+        assert list(a["paths"]) == list(b["paths"]) and len(a["paths"]) == 4
+        assert list(a["skipped_paths"]) == list(b["skipped_paths"]) == [audio["silent"], audio["missing"]]
+        assert list(a["skipped_reasons"]) == list(b["skipped_reasons"])
+        np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=1e-5)
+    stamp = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert main(["embed", *paths, *enc, "--feature-cache", str(cache), "--out", str(tmp_path / "again.npz")]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # read, not rebuilt
+
+
+def test_embed_feature_cache_refuses_waveform_encoders(tmp_path, audio, capsys):
+    from acula.cli import main
+
+    rc = main(["embed", audio["ok0"], "--encoder", "yamnet", "--preset", "tiny", "--feature-cache",
+               str(tmp_path / "c"), "--out", str(tmp_path / "e.npz")])
+    assert rc == 2 and "reads its audio directly" in capsys.readouterr().err

@@ -276,6 +276,32 @@ def embed_files(
                       [paths[i] for i, _ in skipped], [r for _, r in skipped], {})
 
 
+@torch.inference_mode()
+def embed_cache(encoder: AudioEncoder, cache, batch_size: int = 32, strict: bool = False, progress: bool = True,
+                device: str | torch.device = "cpu") -> Embeddings:
+    """`embed_files` over a built `acula.data.features.FeatureCache`: the windows are read from its
+    memory-mapped shards instead of being decoded again, and averaged per clip the same way."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    encoder.eval().to(device)
+    sums = torch.zeros(len(cache), encoder.feature_dim, dtype=torch.float64)
+    bar = tqdm(total=int(cache.n_windows), desc=f"embed [{encoder.name}, cached]", unit="window", disable=not progress)
+    for clips, x in cache.iter_batches(batch_size):
+        f = encoder.forward_feature(torch.from_numpy(x).to(device)).float().cpu()
+        sums.index_add_(0, torch.from_numpy(clips), f.double())
+        bar.update(len(clips))
+    bar.close()
+    emb = (sums / torch.from_numpy(cache.window_counts()).double()[:, None]).float()
+    finite = torch.isfinite(emb).all(1).numpy()
+    if strict and not finite.all():
+        raise ValueError(f"{cache.paths[int(np.flatnonzero(~finite)[0])]}: the encoder produced a non-finite embedding")
+    skipped = sorted([(i, p, r) for i, (p, r) in zip(cache.skipped_indices, cache.skipped)] +
+                     [(int(cache.kept_indices[i]), cache.paths[i], "non-finite embedding")
+                      for i in np.flatnonzero(~finite)])
+    return Embeddings(emb.numpy()[finite], [p for p, ok in zip(cache.paths, finite) if ok],
+                      [p for _, p, _ in skipped], [r for _, _, r in skipped], {})
+
+
 def describe(encoder: AudioEncoder, policy: str, checkpoint: str | None) -> dict:
     """The config stored with embeddings: enough to refuse mixing incompatible features."""
     c = encoder.contract

@@ -457,12 +457,14 @@ class FeatureCache:
         self.window_shape: tuple[int, int] = tuple(self.meta["window_shape"])
         self.paths: list[str] = []
         self.skipped: list[tuple[str, str]] = []
+        self.skipped_indices: list[int] = []  # input positions of the skipped clips
         kept, first, count, shard_start = [], [], [], [0]
         for s in range(self.meta["n_shards"]):
             info = json.loads((self.dir / _shard_name(s, "json")).read_text(encoding="utf-8"))
             for c in info["clips"]:
                 if "skipped" in c:
                     self.skipped.append((c["path"], c["skipped"]))
+                    self.skipped_indices.append(c["index"])
                 else:
                     self.paths.append(c["path"])
                     kept.append(c["index"])
