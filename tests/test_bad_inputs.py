@@ -8,6 +8,7 @@ a silently wrong number (a resampled or multi-channel copy of a clip embeds like
 
 from __future__ import annotations
 
+import csv
 import json
 import struct
 from pathlib import Path
@@ -398,3 +399,39 @@ def test_reports_build_skips_duplicates_and_empty_records_and_reads_latin1(tmp_p
     text = out.read_text(encoding="utf-8")
     assert "m\u00e4le" in text  # decoded, not mojibake
     assert [line.split(",")[0] for line in text.splitlines()[1:]] == ["u1", "u2", "u4"]
+
+
+def test_strict_in_bench_and_reports(tmp_path, capsys, shared_dir):
+    """bench and reports build leave bad rows out with a note, or with --strict fail naming one."""
+    from acula.evaluate import bench
+
+    rows = [{"audio_path": str(write(tmp_path / "a" / f"{i}.wav", clip(SR, 1.0, freqs=FREQS[: 1 + i % 2]))),
+             "label": "xy"[i % 2], "split": {6: "val", 7: "val", 8: "test", 9: "test"}.get(i, "train")}
+            for i in range(12)]
+    rows.append({"audio_path": str(with_sample(float("nan"))(tmp_path / "a" / "nan.wav")), "label": "x",
+                 "split": "train"})
+    task_csv = tmp_path / "task.csv"
+    with open(task_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["audio_path", "label", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    args = ["--encoder", "opera-gt", "--preset", "tiny", "--task-csv", str(task_csv), "--seeds", "1", "--epochs", "1",
+            "--no-progress"]
+    assert bench.main([*args, "--out", str(tmp_path / "lenient")]) == 0
+    assert "could not be embedded" in (tmp_path / "lenient" / "results.md").read_text()
+    assert bench.main([*args, "--strict", "--out", str(tmp_path / "strict")]) != 0
+    with open(tmp_path / "strict" / "results.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert row["status"] == "error" and "--strict" in row["error"] and "nan.wav" in row["error"]
+
+    src = shared_dir / "metadata" / "coughvid" / "metadata_compiled.csv"
+    meta = tmp_path / "coughvid.csv"  # the head of the real table: some rows have nothing to report
+    meta.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:41]), encoding="utf-8")
+    out = tmp_path / "reports.csv"
+    capsys.readouterr()
+    assert main(["reports", "build", "--dataset", "coughvid", "--metadata", str(meta), "--out", str(out)]) == 0
+    assert "rows skipped" in capsys.readouterr().out and out.exists()
+    out.unlink()
+    rc = main(["reports", "build", "--dataset", "coughvid", "--metadata", str(meta), "--strict", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--strict" in err and "no status, symptoms or cough type" in err and not out.exists()

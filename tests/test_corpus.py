@@ -194,6 +194,20 @@ def test_cli_prints_the_table_and_writes_both_files(world, capsys):
     assert out.is_file() and out.with_suffix(".leakage.json").is_file()
 
 
+def test_cli_strict_fails_on_a_skipped_row_but_not_on_excluded_test_subjects(world):
+    from acula.data.corpus import CorpusError
+
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    out = world["tmp"] / "strict" / "corpus.csv"
+    args = parser.parse_args(["corpus", "build", "--reports", *map(str, world["reports"]), "--exclude-test",
+                              *world["exclude"], "--audio-root", *(f"{k}={v}" for k, v in world["roots"].items()),
+                              "--audio-pattern", "circor={record_id}_*.wav", "--strict", "--out", str(out)])
+    with pytest.raises(CorpusError, match=r"--strict: \d+ row\(s\) skipped, first: .*audio file not found"):
+        args.func(args)
+    assert not out.exists()
+
+
 def test_reports_from_the_synthetic_corpus_build_a_manifest(tmp_path):
     """End to end with the real report builders: synthetic metadata -> reports CSV -> corpus."""
     from acula.data import synthetic

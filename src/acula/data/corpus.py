@@ -393,6 +393,8 @@ def register_cli(subparsers) -> None:
                    help="folder of a dataset's audio (relative audio_path values resolve against it)")
     b.add_argument("--audio-pattern", nargs="+", default=[], metavar="[DATASET=]PATTERN",
                    help=f"file name from report columns, default {DEFAULT_PATTERN!r}; globs allowed")
+    b.add_argument("--strict", action="store_true",
+                   help="fail (nothing written) on any skipped row: empty report, missing audio, duplicate")
     b.add_argument("--out", required=True, help="output manifest CSV (OUT.leakage.json is written beside it)")
     b.set_defaults(func=_cli_build)
 
@@ -403,6 +405,11 @@ def _cli_build(args) -> int:
                           exclude=args.exclude_test, test_splits=args.test_split,
                           allow_no_exclusion=args.no_exclusion)
     print(result.table())
+    if args.strict:  # test-subject exclusions are the guard working, not bad input
+        bad = [d for d in result.dropped if d["reason"] != "subject in a downstream test split"]
+        if bad:
+            raise CorpusError(f"--strict: {len(bad)} row(s) skipped, first: {bad[0]['dataset']} record "
+                              f"{bad[0]['record_id']} ({bad[0]['audio_path']}): {bad[0]['reason']}; nothing written")
     if not result.rows:
         raise CorpusError("no recordings left (see the table above); nothing written")
     report = result.write(args.out)

@@ -203,6 +203,8 @@ def register_cli(subparsers) -> None:
                    help="full: every field; clinical: leave out device, acquisition mode and sex (as published)")
     from ..rewrite import add_rewrite_args
 
+    b.add_argument("--strict", action="store_true",
+                   help="fail (nothing written) if any record is skipped (nothing reportable, duplicate id)")
     add_rewrite_args(b)
     b.set_defaults(func=_cli_build)
 
@@ -212,6 +214,11 @@ def _cli_build(args) -> int:
         res = build_report_table(args.dataset, metadata_paths=args.metadata, seed=args.seed, profile=args.profile)
     except ReportInputError as e:
         print(f"acula reports build: error: {e}", file=sys.stderr)
+        return 2
+    if args.strict and res.skipped:
+        rid, why = res.skipped[0]
+        print(f"acula reports build: error: --strict: {len(res.skipped)} record(s) skipped, first: {rid}: {why}; "
+              f"nothing written", file=sys.stderr)
         return 2
     from ..rewrite import apply_rewrite
 
