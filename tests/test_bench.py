@@ -316,6 +316,27 @@ def test_full_benchmark_on_every_task(full_run):
 
 
 @pytest.mark.slow
+def test_roc_scores_and_figures(full_run, tmp_path):
+    """Every AUROC task leaves its first-seed test probabilities; `acula figures roc` overlays runs."""
+    from sklearn.metrics import roc_auc_score
+
+    from acula.cli import main
+
+    auroc_tasks = [t.id for t in list_tasks() if t.metric == "AUROC"]
+    with np.load(full_run / "roc_scores.npz") as z:
+        assert sorted({k.split("/")[0] for k in z.files}) == sorted(auroc_tasks)
+        seed0 = next(s for s in read_rows(full_run / "results_seeds.csv")
+                     if s["metric"] == "AUROC" and s["seed"] == "0" and not s["std_folds"])  # a fixed test split
+        y, score = z[f"{seed0['task']}/y"], z[f"{seed0['task']}/score"]
+    assert roc_auc_score(y, score[:, 1]) == pytest.approx(float(seed0["value"]), abs=1e-4)
+    assert (full_run / "roc.png").stat().st_size > 1000
+    out = tmp_path / "both.png"
+    assert main(["figures", "roc", str(full_run / "roc_scores.npz"), str(full_run / "roc_scores.npz"),
+                 "--labels", "a,b", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_cache_is_reused_and_a_foreign_fingerprint_refused(full_run, mini, encoder):
     """The full run's T19 features are reused; tampered or stale ones are refused and recomputed."""
     log: list[str] = []

@@ -237,11 +237,15 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
     opts, notes = probe_options(task, head, epochs)
     y = data.labels
     values, fold_std = [], []
+    roc = task.metric == "AUROC"
+    y_seen, scores = [], []  # the first seed's test probabilities, for ROC curves
     if data.split is not None:
         tr, va, te = data.part("train"), data.part("val"), data.part("test")
         for s in seeds:
             p = LinearProbe(seed=s, **opts).fit(X[tr], y[tr], X[va], y[va])
             values.append(p.score(X[te], y[te]))
+            if roc and not scores:
+                y_seen, scores = [y[te]], [p.predict_proba(X[te])]
         n_train, n_val, n_test = len(tr), len(va), len(te)
     else:
         sizes = []
@@ -254,6 +258,9 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
                 tr, va = rest[a], rest[b]
                 p = LinearProbe(seed=s, **opts).fit(X[tr], y[tr], X[va], y[va])
                 per_fold.append(p.score(X[held], y[held]))
+                if roc and s == seeds[0]:  # held-out folds pooled
+                    y_seen.append(y[held])
+                    scores.append(p.predict_proba(X[held]))
                 sizes.append((len(tr), len(va)))
             values.append(float(np.mean(per_fold)))
             fold_std.append(float(np.std(per_fold)))
@@ -262,7 +269,8 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
         n_test = int(sum(len(f) for f in data.folds))
     return {"metric": task.metric, "values": [float(v) for v in values], "fold_std": fold_std,
             "mean": float(np.mean(values)), "std": float(np.std(values)), "n_train": n_train, "n_val": n_val,
-            "n_test": n_test, "notes": notes}
+            "n_test": n_test, "notes": notes,
+            "roc": (np.concatenate(y_seen), np.concatenate(scores)) if scores else None}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -275,18 +283,24 @@ def fmt_mean_std(x, digits: int = 4) -> str:
 
 def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, out: Path, seeds: tuple[int, ...],
              head: str, epochs: int | None, checkpoint: str | None, batch_size: int, device: str, progress: bool,
-             log: Callable[[str], None], memo: dict | None = None) -> tuple[dict, list[dict], list[str]]:
-    """One task end to end -> (results row, per-seed rows, notes). Raises on any failure."""
+             log: Callable[[str], None], memo: dict | None = None,
+             strict: bool = False) -> tuple[dict, list[dict], list[str]]:
+    """One task end to end -> (results row, per-seed rows, notes). Raises on any failure; with `strict`,
+    also when a recording is missing or cannot be embedded."""
     if data_root is None and task.modality != "custom":
         raise TaskError(f"{task.id}: --data-root is required for registered tasks")
     data = task.load(data_root or ".")
     notes = list(data.notes)
     log(f"{task.id} {task.name}: {data.describe()}")
-    if data.classes:
+    if data.classes and not any(n.startswith("labels: ") for n in notes):  # custom tasks say it already
         notes.append("labels: " + ", ".join(f"{i} = {c}" for i, c in enumerate(data.classes)))
     for n in notes:
         log(f"  note: {n}")
+    if strict and (missing := [n for n in notes if "not on disk" in n]):
+        raise TaskError(f"--strict: {missing[0]}")
     X, rows, skip_notes = task_features(encoder, task, data, out, checkpoint, batch_size, device, progress, log, memo)
+    if strict and skip_notes:
+        raise TaskError(f"--strict: {skip_notes[0]}")
     order = np.argsort(rows)
     X, rows = X[order], rows[order]
     if len(rows) < len(data):  # unreadable recordings: re-check the split without them
@@ -306,6 +320,8 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
                   "std_folds": fmt_mean_std(r["fold_std"][i]) if r["fold_std"] else ""}
                  for i, (s, v) in enumerate(zip(seeds, r["values"]))]
     log(f"  {r['metric']} = {r['mean']:.4f} ± {r['std']:.4f} over {len(seeds)} seed(s)")
+    if r["roc"] is not None and memo is not None:
+        memo.setdefault("roc", {})[task.id] = r["roc"]
     return row, seed_rows, notes
 
 
@@ -338,7 +354,7 @@ def markdown(rows: list[dict], notes: dict[str, list[str]], title: str) -> str:
 def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_root: str | Path | None = None,
               seeds: tuple[int, ...] = (0, 1, 2, 3, 4), head: str = "linear", epochs: int | None = None,
               checkpoint: str | None = None, batch_size: int = 32, device: str = "cpu", progress: bool = False,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, strict: bool = False) -> list[dict]:
     """Run `tasks`; write results.csv, results_seeds.csv, results.md and run.json under `out`."""
     out = Path(out)
     rows, seed_rows, notes, memo = [], [], {}, {}
@@ -350,7 +366,7 @@ def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_ro
     for task in tasks:
         try:
             row, srows, tnotes = run_task(task, encoder, data_root, out, seeds, head, epochs, checkpoint,
-                                          batch_size, device, progress, log, memo)
+                                          batch_size, device, progress, log, memo, strict)
         except Exception as e:  # one failed task must not stop the others
             msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
             log(f"{task.id} {task.name}: ERROR {msg}")
@@ -366,7 +382,26 @@ def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_ro
         write_text(out / "results.md", markdown(rows, notes, title))
         write_json(out / "run.json", {**config, "notes": notes,
                                       "protocols": {t.id: t.protocol for t in tasks}})
+    if memo.get("roc"):
+        write_roc(memo["roc"], out, encoder.name)
     return rows
+
+
+def write_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, model: str) -> None:
+    """`roc_scores.npz` (labels and first-seed test probabilities per AUROC task, for `acula figures roc`
+    to overlay several runs) and `roc.png`."""
+    from .._io import atomic_path
+    from .figures import roc_figure
+
+    arrays = {}
+    for task, (y, score) in curves.items():
+        arrays[f"{task}/y"], arrays[f"{task}/score"] = y, score
+    with atomic_path(out / "roc_scores.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    try:
+        roc_figure({t: {model: c} for t, c in curves.items()}, out / "roc.png", title=f"{model}: test ROC (seed 0)")
+    except ValueError as e:  # e.g. a test split holding one class: the table still stands
+        print(f"acula bench: no ROC figure ({e})", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -496,10 +531,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tasks = tasks_from_args(args)
     torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
     encoder = _encoder(args)
+    if not args.checkpoint and not args.hf_model:  # an HF tower brings its own weights
+        print(f"acula bench: no --checkpoint: {args.encoder} is randomly initialised (seed 0), "
+              f"a floor to compare trained encoders against", file=sys.stderr)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     rows = run_bench(encoder, tasks, args.out, args.data_root, seeds=args.seeds, head=args.head, epochs=args.epochs,
                      checkpoint=args.checkpoint, batch_size=args.batch_size, device=device,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, strict=args.strict)
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     failed = [r["task"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -533,6 +571,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="embedding batch size (windows)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--strict", action="store_true",
+                   help="a task with a missing or unreadable recording fails instead of leaving it out")
     p.add_argument("--list", action="store_true", help="list the registered tasks and exit")
     p.set_defaults(func=cmd_bench)
     sub = p.add_subparsers(dest="bench_command", metavar="compare")

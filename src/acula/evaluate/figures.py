@@ -271,10 +271,34 @@ def _cli_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_roc(args: argparse.Namespace) -> int:
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else \
+        [Path(p).parent.name for p in args.scores]
+    if len(labels) != len(args.scores):
+        raise ValueError(f"{len(labels)} labels for {len(args.scores)} score files")
+    curves: dict[str, dict] = {}
+    for label, path in zip(labels, args.scores):
+        with np.load(path) as z:
+            for key in z.files:
+                task, part = key.rsplit("/", 1)
+                if part == "y":
+                    curves.setdefault(task, {})[label] = (z[key], z[f"{task}/score"])
+    if not curves:
+        raise ValueError(f"no ROC scores in {', '.join(args.scores)}")
+    print(f"wrote {roc_figure(curves, args.out, args.title)}")
+    return 0
+
+
 def register_cli(subparsers) -> None:
-    """`acula figures bars ...` and `acula figures map ...`."""
-    p = subparsers.add_parser("figures", help="figures: result bars, embedding maps")
+    """`acula figures bars ...`, `acula figures roc ...` and `acula figures map ...`."""
+    p = subparsers.add_parser("figures", help="figures: result bars, ROC curves, embedding maps")
     sub = p.add_subparsers(dest="figure", required=True)
+    r = sub.add_parser("roc", help="ROC curves per task from roc_scores.npz files (acula bench), one curve per run")
+    r.add_argument("scores", nargs="+", help="roc_scores.npz files written by acula bench")
+    r.add_argument("--labels", default=None, help="comma-separated names of the runs (default: folder names)")
+    r.add_argument("--title", default=None)
+    r.add_argument("--out", required=True, help="output .png")
+    r.set_defaults(func=_cli_roc)
     b = sub.add_parser("bars", help="grouped bars of results.csv files (acula bench / finetune)")
     b.add_argument("results", nargs="+", help="results.csv files, one bar per file and task")
     b.add_argument("--labels", default=None, help="comma-separated names of the runs (default: folder names)")
