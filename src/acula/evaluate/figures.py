@@ -293,18 +293,17 @@ def register_cli(subparsers) -> None:
     """`acula figures bars ...`, `acula figures roc ...` and `acula figures map ...`."""
     p = subparsers.add_parser("figures", help="figures: result bars, ROC curves, embedding maps")
     sub = p.add_subparsers(dest="figure", required=True)
-    r = sub.add_parser("roc", help="ROC curves per task from roc_scores.npz files (acula bench), one curve per run")
-    r.add_argument("scores", nargs="+", help="roc_scores.npz files written by acula bench")
-    r.add_argument("--labels", default=None, help="comma-separated names of the runs (default: folder names)")
-    r.add_argument("--title", default=None)
-    r.add_argument("--out", required=True, help="output .png")
-    r.set_defaults(func=_cli_roc)
-    b = sub.add_parser("bars", help="grouped bars of results.csv files (acula bench / finetune)")
-    b.add_argument("results", nargs="+", help="results.csv files, one bar per file and task")
-    b.add_argument("--labels", default=None, help="comma-separated names of the runs (default: folder names)")
-    b.add_argument("--title", default=None)
-    b.add_argument("--out", required=True, help="output .png")
-    b.set_defaults(func=_cli_bars)
+    for name, func, files, what, help_ in (
+            ("bars", _cli_bars, "results", "results.csv files, one bar per file and task",
+             "grouped bars of results.csv files (acula bench / finetune)"),
+            ("roc", _cli_roc, "scores", "roc_scores.npz files written by acula bench",
+             "ROC curves per task from roc_scores.npz files (acula bench), one curve per run")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument(files, nargs="+", help=what)
+        c.add_argument("--labels", default=None, help="comma-separated names of the runs (default: folder names)")
+        c.add_argument("--title", default=None)
+        c.add_argument("--out", required=True, help="output .png")
+        c.set_defaults(func=func)
     m = sub.add_parser("map", help="t-SNE map of an `acula embed` .npz coloured by a manifest column")
     m.add_argument("embeddings", help=".npz written by acula embed")
     m.add_argument("--manifest", required=True, help="CSV with audio_path and the label column")
