@@ -73,3 +73,20 @@ def test_hf_towers_run_through_the_cli(manifest, tmp_path):
     assert main(["align", "--manifest", str(manifest), *enc, "--epochs", "1", "--batch-size", "4",
                  "--out", str(out)]) == 0
     assert torch.load(out / "acula_final.pt", weights_only=True)["config"]["encoder"]["name"] == "hf-ast"
+
+
+def test_teacher_layer_list_is_averaged(manifest, tmp_path):
+    """`--teacher-layer -2,-1` pools two hidden states and averages them (issue: layer index or a mean)."""
+    import argparse
+    import json
+
+    from acula.align.cli import _layers
+
+    assert _layers("-1") == -1 and _layers("-2,-1") == (-2, -1) and _layers("3,") == (3,)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _layers(",")
+    out = tmp_path / "run"
+    assert main(["align", "--manifest", str(manifest), "--encoder", "opera-gt", "--preset", "tiny",
+                 "--teacher-layer=-2,-1", "--epochs", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    teacher = json.loads(torch.load(out / "acula_final.pt", weights_only=True)["config"]["teacher"])
+    assert teacher["layer"] == [5, 6]  # MiniLM: 6 layers + the embeddings

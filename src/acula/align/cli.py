@@ -105,6 +105,14 @@ def _encoder_inputs(rows: list[dict], encoder, args, out: Path):
     return (np.stack(inputs) if inputs else np.zeros((0,))), kept, skipped
 
 
+def _layers(text: str) -> int | tuple[int, ...]:
+    """'-1' -> -1; '-4,-3,-2,-1' -> the mean of those hidden states (acula.text.teacher)."""
+    parts = [int(v) for v in text.split(",") if v.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected an index or a comma-separated list, got {text!r}")
+    return parts[0] if len(parts) == 1 and "," not in text else tuple(parts)
+
+
 def register_cli(sub) -> None:
     from ..cli import _add_encoder_args
 
@@ -112,7 +120,8 @@ def register_cli(sub) -> None:
     p.add_argument("--manifest", required=True, help="CSV with audio_path, Gen_Report[, subject_id]")
     _add_encoder_args(p)
     p.add_argument("--teacher", default="minilm", help="teacher LM: minilm, a local path or a HF id")
-    p.add_argument("--teacher-layer", type=int, default=-1)
+    p.add_argument("--teacher-layer", type=_layers, default=-1, metavar="N[,N...]",
+                   help="hidden state(s) to pool: an index (-1 = last) or a comma-separated list, averaged")
     p.add_argument("--pooling", default="mean", choices=["mean", "last", "cls"])
     p.add_argument("--cache-dir", default=None, help="report-embedding cache (default OUT/text_cache)")
     p.add_argument("--feature-cache", default=None, help="log-mel feature cache folder (default OUT/features)")
