@@ -452,14 +452,19 @@ def _results(folder: Path, rows: list[tuple], seeds: dict[str, list[float]]) -> 
 def test_compare_pairs_tasks_and_flips_mae(tmp_path):
     a = _results(tmp_path / "a", [("T1", "AUROC", 0.60, "ok"), ("T7", "AUROC", 0.70, "ok"), ("T10", "AUROC", 0.65, "ok"),
                                   ("T13", "MAE", 0.50, "ok"), ("T19", "MAE", 2.0, "ok"), ("T2", "AUROC", "", "error")],
-                 {"T7": [0.69, 0.70, 0.71]})
+                 {"T7": [0.69, 0.70, 0.71], "T10": [0.60, 0.65, 0.70]})
     b = _results(tmp_path / "b", [("T1", "AUROC", 0.66, "ok"), ("T7", "AUROC", 0.80, "ok"), ("T10", "AUROC", 0.69, "ok"),
                                   ("T13", "MAE", 0.40, "ok"), ("T19", "MAE", 1.9, "ok"), ("T2", "AUROC", 0.7, "ok")],
-                 {"T7": [0.79, 0.80, 0.81]})
+                 {"T7": [0.79, 0.80, 0.81], "T10": [0.63, 0.69, 0.74]})
     text, stats = bench.compare(a, b)
     assert stats["tasks"] == 5 and stats["b_better"] == 5  # lower MAE counts as better
     assert stats["per_task"]["T13"]["diff"] == pytest.approx(0.2)  # relative MAE reduction
-    assert stats["per_task"]["T7"]["welch_p"] < 0.01 and np.isnan(stats["per_task"]["T1"]["welch_p"])
+    assert stats["per_task"]["T7"]["p"] < 0.01 and np.isnan(stats["per_task"]["T1"]["p"])
+    # seed s of both runs shares its split: paired, the small consistent gain is clear; unpaired it is not
+    t10 = stats["per_task"]["T10"]
+    assert t10["test"] == "paired" and t10["p"] < 0.02
+    assert bench.seed_test({"0": 0.60, "1": 0.65, "2": 0.70}, {"5": 0.63, "6": 0.69, "7": 0.74})[1] == "Welch"
+    assert bench.seed_test({"0": 0.60, "1": 0.65, "2": 0.70}, {"5": 0.63, "6": 0.69, "7": 0.74})[0] > 0.3
     assert stats["wilcoxon_p"] == pytest.approx(0.0625)  # 5 of 5 positive, exact two-sided
     assert "T2" in text and "skipped: A failed" in text and "Wilcoxon signed-rank over 5 tasks" in text
     with redirect_stdout(io.StringIO()) as printed:

@@ -420,17 +420,33 @@ def read_results(path: str | Path) -> dict[str, dict]:
         return {r["task"]: r for r in reader}
 
 
-def read_seed_values(results_path: str | Path) -> dict[str, list[float]]:
-    """Per-seed values from the results_seeds.csv beside a results.csv (empty if absent)."""
+def read_seed_values(results_path: str | Path) -> dict[str, dict[str, float]]:
+    """{task: {seed: value}} from the results_seeds.csv beside a results.csv (empty if absent)."""
     path = Path(results_path).with_name("results_seeds.csv")
     if not path.is_file():
         return {}
-    out: dict[str, list[float]] = {}
+    out: dict[str, dict[str, float]] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
             if r.get("value"):
-                out.setdefault(r["task"], []).append(float(r["value"]))
+                out.setdefault(r["task"], {})[r["seed"]] = float(r["value"])
     return out
+
+
+def seed_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, str]:
+    """(p, test) of B vs A over seeds. Seed s of two runs shares its split and head initialisation, so
+    runs with the same seeds are compared pairwise (paired t-test); otherwise Welch's t-test."""
+    from scipy import stats
+
+    common = sorted(set(a) & set(b))
+    if len(common) > 1:
+        diff = np.array([b[s] - a[s] for s in common])
+        if np.all(diff == diff[0]):  # no spread: the t statistic is undefined
+            return (1.0 if diff[0] == 0 else 0.0), "paired"
+        return float(stats.ttest_rel([b[s] for s in common], [a[s] for s in common]).pvalue), "paired"
+    if len(a) > 1 and len(b) > 1:
+        return float(stats.ttest_ind(list(b.values()), list(a.values()), equal_var=False).pvalue), "Welch"
+    return float("nan"), ""
 
 
 def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
@@ -440,7 +456,7 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
     a, b = read_results(a_path), read_results(b_path)
     sa, sb = read_seed_values(a_path), read_seed_values(b_path)
     lines = [f"A = {a_path}", f"B = {b_path}", "",
-             f"{'task':<26} {'metric':<6} {'A':>17} {'B':>17} {'B-A':>9} {'better':>6} {'Welch p':>8}"]
+             f"{'task':<26} {'metric':<6} {'A':>17} {'B':>17} {'B-A':>9} {'better':>6} {'p':>8}"]
     diffs, details = [], {}
     for task in list(a) + [t for t in b if t not in a]:
         ra, rb = a.get(task), b.get(task)
@@ -465,11 +481,9 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
         else:
             d = (ma - mb) / abs(ma) if ma else 0.0
         diffs.append(d)
-        p = float("nan")
-        if len(sa.get(task, [])) > 1 and len(sb.get(task, [])) > 1:
-            p = float(stats.ttest_ind(sb[task], sa[task], equal_var=False).pvalue)
+        p, test = seed_test(sa.get(task, {}), sb.get(task, {}))
         better = "B" if d > 0 else "A" if d < 0 else "="
-        details[task] = {"metric": metric, "a": ma, "b": mb, "diff": d, "welch_p": p}
+        details[task] = {"metric": metric, "a": ma, "b": mb, "diff": d, "p": p, "test": test}
         score_a = f"{ma:.4f}±{float(ra['std'] or 0):.4f}"
         score_b = f"{mb:.4f}±{float(rb['std'] or 0):.4f}"
         lines.append(f"{name:<26} {metric:<6} {score_a:>17} {score_b:>17} {mb - ma:>+9.4f} {better:>6} "
@@ -485,7 +499,8 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
                      f"statistic {w.statistic:.1f}, p = {w.pvalue:.4g}; B better on {summary['b_better']}/{len(diffs)}")
     else:
         lines.append(f"Wilcoxon signed-rank: n/a (needs >= 2 tasks with a difference, have {len(nonzero)})")
-    lines.append("Welch p: per-task t-test over seeds (from results_seeds.csv beside each results.csv).")
+    lines.append("p: per-task t-test over seeds (from results_seeds.csv beside each results.csv), paired by "
+                 "seed when both runs used the same seeds, else Welch's.")
     return "\n".join(lines), summary
 
 
