@@ -4,9 +4,9 @@
 how the batch's audio clips relate to each other with how their paired reports relate, so it
 depends on which audio goes with which report and needs no equal widths. `linear_cka_debiased` is
 the same quantity from the unbiased HSIC estimator; it is what the `cka` training loss uses, because
-the plug-in estimate is near 1 for any two wide, noisy mini-batches (its docstring has the numbers). `cka_feature` is the
-published AcuLa formula (feature x feature Grams, SPEC §3.3), kept only to reproduce the paper:
-its two Grams are computed independently, so it is blind to the pairing.
+the plug-in estimate is near 1 for any two wide, noisy mini-batches (its docstring has the numbers).
+`cka_feature` is the published AcuLa formula (feature x feature Grams, SPEC §3.3), kept only to
+reproduce the paper: its two Grams are computed independently, so it is blind to the pairing.
 
 The CKA functions return a similarity in [0, 1]; the training loss is `1 - similarity`. Degenerate batches
 (B < 2, constant features) give similarity 0 with finite gradients instead of NaN.
