@@ -19,9 +19,9 @@ def _data(n=24, seed=0):
     return AlignmentData(x.astype(np.float32), t.astype(np.float32))
 
 
-def _model(seed=0):
+def _model(seed=0, input_norm=True):
     torch.manual_seed(seed)
-    return AculaModel(ToyEncoder(), text_dim=10, hidden_dim=16, proj_dim=8, dropout=0.0)
+    return AculaModel(ToyEncoder(), text_dim=10, hidden_dim=16, proj_dim=8, dropout=0.0, audio_input_norm=input_norm)
 
 
 def _cfg(**kw):
@@ -43,15 +43,19 @@ def test_alignment_reduces_the_cka_loss(tmp_path):
     assert len(rows) == tr.total_steps and {"loss", "align", "mam", "lr"} <= set(rows[0])
 
 
-def test_checkpoint_has_published_keys_and_loads_weights_only(tmp_path):
-    tr = Trainer(_model(), _data(), _cfg(epochs=1), tmp_path)
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_checkpoint_has_published_keys_and_loads_weights_only(tmp_path, input_norm):
+    tr = Trainer(_model(input_norm=input_norm), _data(), _cfg(epochs=1), tmp_path)
     tr.fit()
     ck = torch.load(tmp_path / "acula_final.pt", map_location="cpu", weights_only=True)
     for k in ("audio_model_state_dict", "audio_projection_mlp_state_dict",
               "language_projection_mlp_state_dict", "optimizer_state_dict", "scheduler_state_dict", "config"):
         assert k in ck
-    assert set(ck["audio_projection_mlp_state_dict"]) == {"layers.0.weight", "layers.0.bias",
-                                                           "layers.3.weight", "layers.3.bias"}
+    published = {"layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias"}
+    norm = {"input_norm.running_mean", "input_norm.running_var", "input_norm.num_batches_tracked"}
+    assert set(ck["audio_projection_mlp_state_dict"]) == (published | norm if input_norm else published)
+    assert set(ck["language_projection_mlp_state_dict"]) == published
+    assert ck["config"]["heads"]["audio_input_norm"] is input_norm
     m = _model(seed=5)
     m.encoder.load_state_dict(ck["audio_model_state_dict"], strict=True)
     for k, v in tr.acc.unwrap_model(tr.model).encoder.state_dict().items():
@@ -130,3 +134,21 @@ def test_grouped_data_gives_one_group_per_batch(tmp_path):
     assert not np.array_equal(tr._permutation(0), tr._permutation(1))
     mixed = Trainer(_model(), data, _cfg(epochs=1, batch_size=4, group_batches=False), tmp_path / "mixed")
     assert sorted(mixed._permutation(0)) == list(range(22))
+
+
+def test_input_norm_removes_the_shared_offset_and_survives_one_row_batches():
+    """Pooled features = a large vector shared by all clips + a small part that differs: the heads see
+    only the part that differs, in training (batch statistics) and in eval (running statistics)."""
+    torch.manual_seed(0)
+    m = AculaModel(ToyEncoder(), text_dim=10, hidden_dim=16, proj_dim=8, dropout=0.2)
+    head = m.audio_projection
+    x = 100.0 + 0.01 * torch.randn(32, m.encoder.feature_dim)
+    head.train()
+    torch.manual_seed(1)
+    a = head(x)
+    torch.manual_seed(1)  # the same dropout mask
+    assert torch.isfinite(a).all()
+    assert torch.allclose(a, head(x + 5.0), atol=1e-3)  # another shared offset: the same standardised input
+    assert torch.isfinite(head(x[:1])).all()  # one row in training mode: running statistics, no error
+    head.eval()
+    assert torch.isfinite(head(x[:1])).all()

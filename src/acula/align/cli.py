@@ -52,7 +52,7 @@ def run_align(args: argparse.Namespace) -> int:
         print(f"CKA centred within {within}: {len(set(groups))} group(s)")
     cfg.extra["align_within"] = within
     seed_everything(args.seed)  # the projection heads too, whatever loading the teacher drew from the RNG
-    model = AculaModel(encoder, text_dim=teacher.hidden_size)
+    model = AculaModel(encoder, text_dim=teacher.hidden_size, audio_input_norm=args.audio_input_norm)
     trainer = Trainer(model, AlignmentData(inputs, text, groups), cfg, out,
                       run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
     hist = trainer.fit(resume=not args.no_resume)
@@ -132,6 +132,9 @@ def register_cli(sub) -> None:
                    help="centre the CKA within groups of this manifest column, so differences between datasets "
                         "(heart vs lung vs cough) do not dominate the loss; 'none' = the whole batch, as published "
                         "(default: dataset; a manifest without the column falls back to none)")
+    p.add_argument("--audio-input-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="standardise pooled audio features over the batch before the audio projection "
+                        "(default); --no-audio-input-norm = the published head")
     p.add_argument("--lambda-align", type=float, default=1.0)
     p.add_argument("--lambda-mam", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=10)

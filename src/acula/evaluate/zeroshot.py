@@ -63,7 +63,8 @@ def load_aligned(checkpoint: str | os.PathLike, trust_checkpoint: bool = False,
     audio_w0, lang_w0 = heads["audio"]["layers.0.weight"], heads["language"]["layers.0.weight"]
     proj_dim = heads["language"]["layers.3.weight"].shape[0]
     model = AculaModel(encoder, text_dim=lang_w0.shape[1], hidden_dim=lang_w0.shape[0], proj_dim=proj_dim,
-                       dropout=float(((ck.config or {}).get("heads") or {}).get("dropout", 0.0)))
+                       dropout=float(((ck.config or {}).get("heads") or {}).get("dropout", 0.0)),
+                       audio_input_norm="input_norm.running_mean" in heads["audio"])
     if audio_w0.shape[1] != encoder.feature_dim:
         raise CheckpointError(f"{ck.path}: audio projection expects {audio_w0.shape[1]}-d features, encoder "
                               f"{enc['name']} gives {encoder.feature_dim}")
