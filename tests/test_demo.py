@@ -20,6 +20,16 @@ def test_tiny_end_to_end(tmp_path):
         for arm in ("baseline", "aligned", "initial"):
             assert np.isfinite(t[arm]["mean"]) and np.isfinite(t[arm]["std"])
         assert t["higher_is_better"] == (t["metric"] == "AUROC")
+        if t["metric"] == "AUROC":
+            assert t["chance"] == 0.5
+    # the mean predictor's MAE, recomputed from the manifest's test subjects
+    rr = next(t for t in saved["tasks"] if t["name"] == "respiratory_rate")
+    rows = [r for r in read_manifest(tmp_path / "demo" / "corpus" / "manifest.csv") if r["modality"] == "lung"]
+    train_ids = {r["subject_id"] for r in read_manifest(tmp_path / "demo" / "alignment_manifest.csv")}
+    y_tr = [float(r["respiratory_rate"]) for r in rows if r["subject_id"] in train_ids]
+    y_te = np.array([float(r["respiratory_rate"]) for r in rows if r["subject_id"] not in train_ids])
+    assert abs(rr["chance"] - np.abs(y_te - np.mean(y_tr)).mean()) < 1e-9
+    assert "predicting the training mean gives MAE" in table(res)
     assert (tmp_path / "demo" / "results.png").stat().st_size > 5000
     assert "aligned better on" in table(res)
     # alignment corpus holds no test subject, and both arms trained the same number of steps

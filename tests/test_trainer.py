@@ -152,3 +152,9 @@ def test_input_norm_removes_the_shared_offset_and_survives_one_row_batches():
     assert torch.isfinite(head(x[:1])).all()  # one row in training mode: running statistics, no error
     head.eval()
     assert torch.isfinite(head(x[:1])).all()
+
+
+def test_resuming_with_another_head_is_a_clear_error(tmp_path):
+    Trainer(_model(input_norm=False), _data(), _cfg(save_every_steps=1), tmp_path).fit(max_steps=2)
+    with pytest.raises(ValueError, match="another model.*--no-resume"):
+        Trainer(_model(input_norm=True), _data(), _cfg(save_every_steps=1), tmp_path).fit()

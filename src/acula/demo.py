@@ -117,6 +117,9 @@ def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], pro
         X = feats[idx]
         out[name] = probe_over_seeds(X[~is_test], y[~is_test], X[is_test], y[is_test], task=kind,
                                      groups_train=groups[~is_test], seeds=tuple(probe_seeds), **probe_options)
+        # what a probe that learnt nothing scores: AUROC 0.5, or the MAE of predicting the training mean
+        out[name]["chance"] = (float(np.abs(y[is_test] - y[~is_test].mean()).mean()) if kind == "regression"
+                               else 0.5)
     return out
 
 
@@ -187,6 +190,7 @@ def summarise(per_seed: dict[str, list[dict]], cfg: DemoConfig, wall: float, **c
             entry[arm] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals}
         entry["n_train"] = per_seed["aligned"][0][name]["n_train"] + per_seed["aligned"][0][name]["n_val"]
         entry["n_test"] = per_seed["aligned"][0][name]["n_test"]
+        entry["chance"] = per_seed["aligned"][0][name]["chance"]
         tasks.append(entry)
     wins = sum((t["aligned"]["mean"] > t["baseline"]["mean"]) == t["higher_is_better"] for t in tasks)
     return {
@@ -211,6 +215,9 @@ def table(results: dict) -> str:
         better = (t["aligned"]["mean"] > t["baseline"]["mean"]) == t["higher_is_better"]
         lines.append(f"{t['name']:<18} {t['metric']:<6} {cell('initial'):>15} {cell('baseline'):>16} "
                      f"{cell('aligned'):>16} {'*' if better else ''}")
+    for t in results["tasks"]:
+        if not t["higher_is_better"] and "chance" in t:
+            lines.append(f"{t['name']}: predicting the training mean gives {t['metric']} {t['chance']:.3f}")
     lines.append(f"aligned better on {results['aligned_wins']}/{len(results['tasks'])} tasks (*); "
                  f"mean ± std over {len(results['seeds'])} alignment seeds; {results['wall_seconds']:.0f} s")
     return "\n".join(lines)
@@ -234,7 +241,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{t['name']} ({t['metric']}{'↑' if t['higher_is_better'] else '↓'})", fontsize=10)
         if t["metric"] == "AUROC":
             ax.set_ylim(min(0.4, min(means) - 0.05), 1.0)
-            ax.axhline(0.5, color="k", lw=0.5, ls=":")
+        if "chance" in t:  # where a probe that learnt nothing lands
+            ax.axhline(t["chance"], color="k", lw=0.8, ls=":")
+            ax.text(2.45, t["chance"], "chance" if t["metric"] == "AUROC" else "mean predictor",
+                    fontsize=7, ha="right", va="bottom")
     fig.suptitle("held-out subjects, mean ± std over alignment seeds", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:

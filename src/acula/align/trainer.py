@@ -197,9 +197,14 @@ class Trainer:
             raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {str(e)[:200]}); "
                              f"delete it or rerun with --no-resume to start over") from e
         m: AculaModel = self.acc.unwrap_model(self.model)
-        m.encoder.load_state_dict(ck["audio_model_state_dict"], strict=True)
-        m.audio_projection.load_state_dict(ck["audio_projection_mlp_state_dict"], strict=True)
-        m.language_projection.load_state_dict(ck["language_projection_mlp_state_dict"], strict=True)
+        try:
+            m.encoder.load_state_dict(ck["audio_model_state_dict"], strict=True)
+            m.audio_projection.load_state_dict(ck["audio_projection_mlp_state_dict"], strict=True)
+            m.language_projection.load_state_dict(ck["language_projection_mlp_state_dict"], strict=True)
+        except RuntimeError as e:  # another encoder, head width or --[no-]audio-input-norm than this run's
+            why = " ".join(str(e).split())[:300]
+            raise ValueError(f"{path}: was written by a run with another model ({why}); resume with "
+                             f"the same options, or rerun with --no-resume to start over") from None
         self.optimizer.load_state_dict(ck["optimizer_state_dict"])
         self.scheduler.load_state_dict(ck["scheduler_state_dict"])
         _set_rng_state(ck["rng_state"])
