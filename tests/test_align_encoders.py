@@ -80,7 +80,7 @@ def test_teacher_layer_list_is_averaged(manifest, tmp_path):
     import argparse
     import json
 
-    from acula.align.cli import _layers
+    from acula.cli.align import _layers
 
     assert _layers("-1") == -1 and _layers("-2,-1") == (-2, -1) and _layers("3,") == (3,)
     with pytest.raises(argparse.ArgumentTypeError):

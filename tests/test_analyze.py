@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -11,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from acula.cli import build_parser
 from acula.encoders.base import AudioEncoder, InputContract
-from acula.evaluate.analyze import (cka_matrix, find_layer_stack, layer_features, read_matrix_csv, register_cli)
+from acula.evaluate.analyze import cka_matrix, find_layer_stack, layer_features, read_matrix_csv
 
 
 class ConvNet(AudioEncoder):
@@ -104,8 +104,7 @@ def test_cka_before_and_after_gives_two_heatmaps(corpus):
     before = save_encoder(create("opera-gt", preset="tiny"), root / "before.safetensors")
     torch.manual_seed(2)
     after = save_encoder(create("opera-gt", preset="tiny"), root / "after.safetensors")
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = root / "cka"
     args = parser.parse_args(["analyze", "cka", "--manifest", str(manifest), "--encoder", "opera-gt", "--preset",
                               "tiny", "--checkpoint", str(before), "--checkpoint-after", str(after),
@@ -135,8 +134,7 @@ def test_cka_before_and_after_gives_two_heatmaps(corpus):
 
 def test_single_checkpoint_writes_one_matrix(corpus):
     root, manifest, n = corpus
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = root / "single"
     args = parser.parse_args(["analyze", "cka", "--manifest", str(manifest), "--encoder", "opera-gt", "--preset",
                               "tiny", "--max-recordings", "0", "--out", str(out)])

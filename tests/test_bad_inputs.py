@@ -403,8 +403,6 @@ def test_reports_build_skips_duplicates_and_empty_records_and_reads_latin1(tmp_p
 
 def test_strict_in_bench_and_reports(tmp_path, capsys, shared_dir):
     """bench and reports build leave bad rows out with a note, or with --strict fail naming one."""
-    from acula.evaluate import bench
-
     rows = [{"audio_path": str(write(tmp_path / "a" / f"{i}.wav", clip(SR, 1.0, freqs=FREQS[: 1 + i % 2]))),
              "label": "xy"[i % 2], "split": {6: "val", 7: "val", 8: "test", 9: "test"}.get(i, "train")}
             for i in range(12)]
@@ -417,9 +415,9 @@ def test_strict_in_bench_and_reports(tmp_path, capsys, shared_dir):
         w.writerows(rows)
     args = ["--encoder", "opera-gt", "--preset", "tiny", "--task-csv", str(task_csv), "--seeds", "1", "--epochs", "1",
             "--no-progress"]
-    assert bench.main([*args, "--out", str(tmp_path / "lenient")]) == 0
+    assert main(["bench", *args, "--out", str(tmp_path / "lenient")]) == 0
     assert "could not be embedded" in (tmp_path / "lenient" / "results.md").read_text()
-    assert bench.main([*args, "--strict", "--out", str(tmp_path / "strict")]) != 0
+    assert main(["bench", *args, "--strict", "--out", str(tmp_path / "strict")]) != 0
     with open(tmp_path / "strict" / "results.csv") as f:
         (row,) = csv.DictReader(f)
     assert row["status"] == "error" and "--strict" in row["error"] and "nan.wav" in row["error"]

@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 import miniature
+from acula.cli import main as cli_main
 from acula.encoders import create
 from acula.evaluate import bench
 from acula.evaluate.tasks import TaskError, get_task, list_tasks, resolve_tasks
@@ -48,8 +49,8 @@ def full_run(mini, encoder, tmp_path_factory) -> Path:
     root, _ = mini
     out = tmp_path_factory.mktemp("bench")
     with redirect_stdout(io.StringIO()):
-        code = bench.main(["--encoder", "opera-gt", "--preset", "tiny", "--tasks", "all", "--data-root", str(root),
-                           "--out", str(out), "--seeds", "2", "--epochs", "1", "--no-progress"])
+        code = cli_main(["bench", "--encoder", "opera-gt", "--preset", "tiny", "--tasks", "all", "--data-root",
+                         str(root), "--out", str(out), "--seeds", "2", "--epochs", "1", "--no-progress"])
     assert code == 0
     return out
 
@@ -84,11 +85,9 @@ def test_registry_has_the_protocol_tasks_and_defaults():
 
 
 def _parser():
-    import argparse
+    from acula.cli import build_parser
 
-    p = argparse.ArgumentParser()
-    bench.register_cli(p.add_subparsers(dest="command"))
-    return p
+    return build_parser()
 
 
 # ---------------------------------------------------------------------------------------------- loaders
@@ -401,9 +400,9 @@ def test_bad_inputs_fail_their_task_only(mini, encoder, tmp_path):
 def test_cli_errors_are_messages(tmp_path):
     err = io.StringIO()
     with redirect_stderr(err):
-        assert bench.main(["--out", str(tmp_path)]) == 2
-        assert bench.main(["--tasks", "T99", "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 2
-        assert bench.main(["--tasks", "T7", "--out", str(tmp_path)]) == 2
+        assert cli_main(["bench", "--out", str(tmp_path)]) == 2
+        assert cli_main(["bench", "--tasks", "T99", "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 2
+        assert cli_main(["bench", "--tasks", "T7", "--out", str(tmp_path)]) == 2
     text = err.getvalue()
     assert "--tasks" in text and "unknown task 'T99'" in text and "--data-root DIR is required" in text
 
@@ -426,8 +425,8 @@ def test_custom_csv_task_on_real_heart_sounds(shared_dir, tmp_path):
         (tmp_path / r["audio_path"]).symlink_to(src / r["audio_path"])
     out = tmp_path / "out"
     with redirect_stdout(io.StringIO()) as printed:
-        code = bench.main(["--encoder", "opera-gt", "--preset", "tiny", "--task-csv", str(csv_path), "--out", str(out),
-                           "--seeds", "2", "--epochs", "5", "--no-progress"])
+        code = cli_main(["bench", "--encoder", "opera-gt", "--preset", "tiny", "--task-csv", str(csv_path), "--out",
+                         str(out), "--seeds", "2", "--epochs", "5", "--no-progress"])
     assert code == 0
     (row,) = read_rows(out / "results.csv")
     assert row["task"] == "heart" and row["status"] == "ok" and row["metric"] == "AUROC"
@@ -468,5 +467,5 @@ def test_compare_pairs_tasks_and_flips_mae(tmp_path):
     assert stats["wilcoxon_p"] == pytest.approx(0.0625)  # 5 of 5 positive, exact two-sided
     assert "T2" in text and "skipped: A failed" in text and "Wilcoxon signed-rank over 5 tasks" in text
     with redirect_stdout(io.StringIO()) as printed:
-        assert bench.main(["compare", str(a), str(b)]) == 0
+        assert cli_main(["bench", "compare", str(a), str(b)]) == 0
     assert "T7" in printed.getvalue()

@@ -16,7 +16,6 @@ from acula.encoders.checkpoint import (
     load_encoder,
     load_into,
     read_checkpoint,
-    register_cli,
     save_encoder,
 )
 
@@ -134,9 +133,9 @@ def test_convert_and_cli(trained, tmp_path, capsys):
     assert report.ok and len(report.loaded) == len(trained.state_dict())
     assert_same_state(load_encoder(tmp_path / "out.safetensors"), trained)
 
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["convert", str(src), "--encoder", "opera-gt", "--preset", "tiny",
+    from acula.cli import build_parser
+
+    args = build_parser().parse_args(["convert", str(src), "--encoder", "opera-gt", "--preset", "tiny",
                               "--out", str(tmp_path / "cli.safetensors")])
     assert args.func(args) == 0
     assert "loaded" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -11,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acula.data.corpus import CorpusError, build_corpus, read_test_spec, register_cli, subject_key
+from acula.cli import build_parser
+from acula.data.corpus import CorpusError, build_corpus, read_test_spec, subject_key
 from acula.data.manifest import read_manifest
 
 COLS = ["record_id", "subject_id", "dataset", "Gen_Report", "provenance", "Diagnosis"]
@@ -182,8 +182,7 @@ def test_audio_paths_from_a_column_can_be_rebased_and_no_exclusion_must_be_expli
 
 
 def test_cli_prints_the_table_and_writes_both_files(world, capsys):
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = world["tmp"] / "cli" / "corpus.csv"
     args = parser.parse_args(["corpus", "build", "--reports", *map(str, world["reports"]), "--exclude-test",
                               *world["exclude"], "--audio-root", *(f"{k}={v}" for k, v in world["roots"].items()),
@@ -197,8 +196,7 @@ def test_cli_prints_the_table_and_writes_both_files(world, capsys):
 def test_cli_strict_fails_on_a_skipped_row_but_not_on_excluded_test_subjects(world):
     from acula.data.corpus import CorpusError
 
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = world["tmp"] / "strict" / "corpus.csv"
     args = parser.parse_args(["corpus", "build", "--reports", *map(str, world["reports"]), "--exclude-test",
                               *world["exclude"], "--audio-root", *(f"{k}={v}" for k, v in world["roots"].items()),

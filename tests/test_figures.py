@@ -95,9 +95,6 @@ def test_embedding_maps_for_classes_and_continuous_targets(tmp_path):
 
 
 def test_figures_command_line(tmp_path):
-    import argparse
-
-    from acula.evaluate import figures
     from acula.extract import Embeddings
 
     X, y = _clusters(30)
@@ -109,8 +106,9 @@ def test_figures_command_line(tmp_path):
         w = csv.DictWriter(f, fieldnames=["audio_path", "murmur"])
         w.writeheader()
         w.writerows(rows)
-    parser = argparse.ArgumentParser(prog="acula")
-    figures.register_cli(parser.add_subparsers(dest="command", required=True))
+    from acula.cli import build_parser
+
+    parser = build_parser()
     for argv in (["figures", "map", str(tmp_path / "emb.npz"), "--manifest", str(tmp_path / "m.csv"),
                   "--label-column", "murmur", "--out", str(tmp_path / "map.png")],
                  ["figures", "bars", str(tmp_path / "r.csv"), "--out", str(tmp_path / "bars.png")]):

@@ -1,6 +1,5 @@
 """Zero-shot classification and audio-text retrieval: metrics, calibration, and a short alignment end to end."""
 
-import argparse
 import csv
 import json
 
@@ -200,13 +199,9 @@ def aligned(tmp_path_factory):
 
 
 def _parser():
-    from acula.evaluate import retrieval, zeroshot
+    from acula.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="acula")
-    sub = parser.add_subparsers(dest="command", required=True)
-    zeroshot.register_cli(sub)
-    retrieval.register_cli(sub)
-    return parser
+    return build_parser()
 
 
 def _run(argv):

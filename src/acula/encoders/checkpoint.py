@@ -14,7 +14,6 @@ metadata and in a sidecar `<stem>.json`). Sources may be `hf://owner/repo[@revis
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import os
@@ -389,26 +388,3 @@ def convert(
     report = load_into(model, ck, allow_missing_decoder=allow_missing_decoder)
     save_encoder(model, out_path, projection_heads=ck.projection_heads, include_decoder=not report.missing_decoder)
     return report
-
-
-def register_cli(subparsers) -> None:
-    """`acula convert SOURCE --encoder NAME [--preset P] --out FILE.safetensors [--trust-checkpoint]`."""
-    p = subparsers.add_parser("convert", help="check a checkpoint strictly against an encoder and save it as safetensors")
-    p.add_argument("source", help="OPERA .ckpt, AcuLa .pt, state dict, .safetensors or hf://owner/repo/file")
-    p.add_argument("--encoder", required=True, help="registered encoder name, e.g. opera-gt")
-    p.add_argument("--preset", default=None, help="size preset, e.g. base or tiny")
-    p.add_argument("--out", required=True, help="output .safetensors (a .json config is written beside it)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow full unpickling (can run arbitrary code: only for files you trust)")
-    p.add_argument("--allow-missing-decoder", action="store_true",
-                   help="accept a checkpoint without the MAM decoder (it is then left out of the output)")
-    p.set_defaults(func=_cli_convert)
-
-
-def _cli_convert(args: argparse.Namespace) -> int:
-    options = {"preset": args.preset} if args.preset else {}
-    report = convert(args.source, args.out, args.encoder, trust_checkpoint=args.trust_checkpoint,
-                     allow_missing_decoder=args.allow_missing_decoder, **options)
-    print(report)
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
-    return 0

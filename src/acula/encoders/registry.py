@@ -6,9 +6,17 @@ checkpoint=...)` builds the network and (optionally) loads weights through the s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .base import AudioEncoder
+if TYPE_CHECKING:  # this module imports only the standard library, so `acula encoders` does not load torch
+    from .base import AudioEncoder
+
+# The built-in encoders, by the module whose import registers them. `acula encoders` lists these without
+# importing the modules; tests/test_cli.py checks that each module registers exactly its names here.
+BUILTIN: dict[str, tuple[str, ...]] = {
+    "opera_gt": ("opera-gt",), "opera_ct": ("opera-ct",), "opera_ce": ("opera-ce",), "yamnet": ("yamnet",),
+    "hf": ("hf-ast", "hf-clap"),
+}
 
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
 _ALIASES = {"operaGT": "opera-gt", "operaCT": "opera-ct", "operaCE": "opera-ce"}
@@ -25,6 +33,11 @@ def register(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[...,
 def list_encoders() -> list[str]:
     _import_builtin()
     return sorted(_REGISTRY)
+
+
+def builtin_names() -> list[str]:
+    """The built-in encoder names, known without importing torch or any encoder module."""
+    return sorted(n for names in BUILTIN.values() for n in names)
 
 
 def canonical_name(name: str) -> str:
@@ -56,7 +69,7 @@ def _import_builtin() -> None:
     """Import the modules whose import registers the built-in encoders."""
     import importlib
 
-    for mod in ("opera_gt", "opera_ct", "opera_ce", "yamnet", "hf"):
+    for mod in BUILTIN:
         try:
             importlib.import_module(f"{__package__}.{mod}")
         except ModuleNotFoundError as e:  # a module not written yet, never a missing dependency

@@ -16,9 +16,7 @@ side by side.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +33,7 @@ from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
 from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, markdown, min_samples, pad_whole,
-                    seed_list, tasks_from_args, window_seconds_of)
+                    window_seconds_of)
 from .probe import make_head
 from .tasks import InputPolicy, Task, TaskData, TaskError
 from .zeroshot import auroc_over_present_classes
@@ -326,53 +324,3 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
         write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
     return rows
 
-
-# --------------------------------------------------------------------------------------------------------
-# command line
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from ..cli import _encoder
-
-    tasks = tasks_from_args(args)
-    torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
-    encoder = _encoder(args)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = FinetuneConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                         encoder_lr_scale=args.encoder_lr_scale, decay=args.decay, weight_decay=args.weight_decay,
-                         head=args.head)
-    rows = run_finetune(encoder, tasks, args.out, args.data_root, seeds=args.seeds, cfg=cfg,
-                        checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
-    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
-    failed = [r["task"] for r in rows if r["status"] != "ok"]
-    if failed:
-        print(f"{len(failed)} task(s) failed: {', '.join(failed)} (see the error column)", file=sys.stderr)
-    return 1 if failed and len(failed) == len(rows) else 0
-
-
-def register_cli(subparsers) -> None:
-    from ..cli import _add_encoder_args
-
-    d = FinetuneConfig()
-    p = subparsers.add_parser("finetune", help="fine-tune an encoder end to end on benchmark or CSV tasks",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_encoder_args(p)
-    p.add_argument("--tasks", default=None, help="comma-separated task ids or names, or 'all' (acula bench --list)")
-    p.add_argument("--task-csv", action="append", default=None,
-                   help="custom task CSV (audio_path,label[,split][,subject_id]); repeatable")
-    p.add_argument("--task-kind", choices=["classification", "regression", "auto"], default="classification")
-    p.add_argument("--data-root", default=None, help="folder holding the downloaded datasets (docs/bench.md)")
-    p.add_argument("--out", required=True, help="output folder (results.csv/.md, results_seeds.csv, finetune_log.csv)")
-    p.add_argument("--seeds", type=seed_list, default=tuple(range(5)), help="number of seeds (0..N-1) or a list")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (epochs)")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the task's)")
-    p.add_argument("--lr", type=float, default=d.lr, help="head learning rate (Adam)")
-    p.add_argument("--encoder-lr-scale", type=float, default=d.encoder_lr_scale,
-                   help="encoder learning rate = lr x this (0 keeps the encoder fixed)")
-    p.add_argument("--decay", type=float, default=d.decay, help="learning-rate factor per epoch")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--head", choices=["linear", "mlp"], default=d.head)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_finetune)

@@ -19,7 +19,6 @@ calibrated (Procrustes map, for CKA-trained models) or raw cosine (docs/zeroshot
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,8 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._io import write_json, write_text
-from .zeroshot import (add_joint_space_args, joint_space, kept_rows, project_texts, resolve_device, similarity,
-                       similarity_modes)
+from .zeroshot import joint_space, kept_rows, project_texts, similarity
 
 KS = (1, 5, 10)
 MAP_K = 10
@@ -143,21 +141,3 @@ def run_retrieval(checkpoint: str | os.PathLike, manifest: str | os.PathLike, ou
                 f"R@5 {r['R@5']:.3f}, R@10 {r['R@10']:.3f}, mAP@10 {r['mAP@10']:.3f}, median rank "
                 f"{r['median_rank']:.0f} of {r['n_candidates']}")
     return report
-
-
-def _cli_retrieve(args: argparse.Namespace) -> int:
-    run_retrieval(args.checkpoint, args.manifest, args.out, text_column=args.text_column,
-                  similarities=similarity_modes(args.similarity), calibration=args.calibration,
-                  align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,
-                  policy=args.policy, batch_size=args.batch_size, device=resolve_device(args.device),
-                  trust_checkpoint=args.trust_checkpoint, progress=True)
-    print(f"results: {Path(args.out) / 'retrieval.json'}, {Path(args.out) / 'retrieval.csv'}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """`acula retrieve`."""
-    p = subparsers.add_parser("retrieve", help="audio <-> report retrieval (aligned checkpoint)")
-    add_joint_space_args(p)
-    p.add_argument("--text-column", default="Gen_Report", help="manifest column with each recording's report")
-    p.set_defaults(func=_cli_retrieve)

@@ -16,7 +16,6 @@ cosine, which is the right score for InfoNCE-trained models (docs/zeroshot.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -475,10 +474,6 @@ def zero_shot(audio: np.ndarray, y: np.ndarray, prompt_text: np.ndarray, mode: s
 # end to end
 
 
-def resolve_device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def kept_rows(paths: Sequence[str], kept: Sequence[str]) -> np.ndarray:
     """Input indices of the embedded rows (`embed_files` keeps input order and drops skips)."""
     idx, j = [], 0
@@ -578,80 +573,3 @@ def _overlap(calibration_manifest: str, paths: Sequence[str]) -> int | None:
         return None
     return int(sum(p in seen for p in paths))
 
-
-# ------------------------------------------------------------------------------------------------------------
-# command line
-
-
-def add_joint_space_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by `acula zeroshot` and `acula retrieve`."""
-    p.add_argument("--checkpoint", required=True, help="AcuLa alignment checkpoint (acula_final.pt)")
-    p.add_argument("--manifest", required=True, help="CSV of the recordings to evaluate (audio_path, ...)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--similarity", choices=["calibrated", "raw", "both"], default="calibrated",
-                   help="calibrated: cosine after the Procrustes map (CKA-trained models); raw: plain cosine "
-                        "(InfoNCE-trained models); both: report each")
-    p.add_argument("--calibration", default=None, help="calibration file from `acula calibrate`")
-    p.add_argument("--align-manifest", default=None,
-                   help="alignment pairs (audio_path, Gen_Report) to fit the calibration on now")
-    p.add_argument("--teacher", default=None, help="teacher LM (default: the one stored in the checkpoint)")
-    p.add_argument("--cache-dir", default=None, help="report-embedding cache (default OUT/text_cache)")
-    p.add_argument("--policy", choices=["acula", "opera", "whole"], default="acula",
-                   help="audio windowing (default acula: the first 8.19 s, as in alignment)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow full unpickling of the checkpoint (only for files you trust)")
-
-
-def _cli_zeroshot(args: argparse.Namespace) -> int:
-    run_zeroshot(args.checkpoint, args.manifest, args.label_column, args.out, prompts=args.prompts,
-                 similarities=similarity_modes(args.similarity), calibration=args.calibration,
-                 align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,
-                 policy=args.policy, logit_scale=args.logit_scale, batch_size=args.batch_size,
-                 device=resolve_device(args.device), trust_checkpoint=args.trust_checkpoint, progress=True)
-    print(f"results: {Path(args.out) / 'zeroshot.json'}, {Path(args.out) / 'zeroshot.csv'}")
-    return 0
-
-
-def _cli_calibrate(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model, ck = load_aligned(args.checkpoint, args.trust_checkpoint, device)
-    tch = teacher_for(ck, args.teacher, device)
-    excluded = None
-    if args.exclude_subjects:
-        excluded = {s.strip() for s in Path(args.exclude_subjects).read_text().split() if s.strip()}
-    out = Path(args.out) if args.out else default_calibration_path(ck.path)
-    cache = args.cache_dir or out.parent / "text_cache"
-    cal = fit_calibration(model, ck, tch, args.manifest, cache, args.policy, excluded, args.batch_size, device,
-                          progress=True)
-    cal.save(out)
-    print(f"wrote {out}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """`acula calibrate` and `acula zeroshot`."""
-    p = subparsers.add_parser("calibrate", help="fit the audio->text map of an aligned checkpoint on its alignment "
-                                                "pairs (for zero-shot and retrieval)")
-    p.add_argument("--checkpoint", required=True, help="AcuLa alignment checkpoint (acula_final.pt)")
-    p.add_argument("--manifest", required=True, help="the alignment manifest (audio_path, Gen_Report)")
-    p.add_argument("--exclude-subjects", default=None, help="subject ids left out of alignment (as for acula align)")
-    p.add_argument("--out", default=None, help="output file (default: <checkpoint>.calibration.safetensors)")
-    p.add_argument("--teacher", default=None, help="teacher LM (default: the one stored in the checkpoint)")
-    p.add_argument("--cache-dir", default=None, help="report-embedding cache (default: beside the output)")
-    p.add_argument("--policy", choices=["acula", "opera", "whole"], default="acula")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--trust-checkpoint", action="store_true")
-    p.set_defaults(func=_cli_calibrate)
-
-    p = subparsers.add_parser("zeroshot", help="zero-shot classification from class prompts (aligned checkpoint)")
-    add_joint_space_args(p)
-    p.add_argument("--label-column", required=True, help="manifest column holding the class of each recording")
-    p.add_argument("--prompts", default=None,
-                   help='JSON {"classes": {"<label>": ["prompt", ...], ...}} (default: built-in for murmur, '
-                        "crackles, wheezes)")
-    p.add_argument("--logit-scale", type=float, default=DEFAULT_LOGIT_SCALE,
-                   help="softmax scale on cosines for class probabilities (multi-class AUROC only)")
-    p.set_defaults(func=_cli_zeroshot)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
+from ._common import add_encoder_args, add_strict_arg, encoder_from_args
 
 
 def run_align(args: argparse.Namespace) -> int:
     from .._io import write_json
-    from ..cli import _encoder
+    from ..align.model import AculaModel
+    from ..align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
     from ..data.manifest import read_manifest
     from ..text.cache import embed_texts
     from ..text.teacher import Teacher
-    from .model import AculaModel
-    from .trainer import AlignmentData, TrainConfig, Trainer, seed_everything
 
     out = Path(args.out)
     rows = read_manifest(args.manifest, required=("audio_path", "Gen_Report"))
@@ -25,7 +24,7 @@ def run_align(args: argparse.Namespace) -> int:
         rows = [r for r in rows if r.get("subject_id", "") not in excluded]
         print(f"leakage guard: excluded {before - len(rows)} recordings of {len(excluded)} listed subjects")
     seed_everything(args.seed)  # a randomly initialised encoder (no --checkpoint) is then the same every run
-    encoder = _encoder(args)
+    encoder = encoder_from_args(args)
     inputs, kept, skipped = _encoder_inputs(rows, encoder, args, out)
     if skipped:
         write_json(out / "skipped.json", skipped)
@@ -81,6 +80,8 @@ def _encoder_inputs(rows: list[dict], encoder, args, out: Path):
     """One input window per recording. Log-mel inputs go through the memory-mapped feature cache
     (computed once, resumable, refused if built with other settings), so memory stays flat with the
     corpus size; waveform encoders (YAMNet, HF towers) keep their windows in memory."""
+    import numpy as np
+
     from ..audio.io import AudioError
     from ..extract import read_clip
 
@@ -113,12 +114,10 @@ def _layers(text: str) -> int | tuple[int, ...]:
     return parts[0] if len(parts) == 1 and "," not in text else tuple(parts)
 
 
-def register_cli(sub) -> None:
-    from ..cli import _add_encoder_args
-
+def register(sub) -> None:
     p = sub.add_parser("align", help="align an audio encoder to report embeddings (MAM + CKA)")
     p.add_argument("--manifest", required=True, help="CSV with audio_path, Gen_Report[, subject_id]")
-    _add_encoder_args(p)
+    add_encoder_args(p)
     p.add_argument("--teacher", default="minilm", help="teacher LM: minilm, a local path or a HF id")
     p.add_argument("--teacher-layer", type=_layers, default=-1, metavar="N[,N...]",
                    help="hidden state(s) to pool: an index (-1 = last) or a comma-separated list, averaged")
@@ -149,6 +148,6 @@ def register_cli(sub) -> None:
     p.add_argument("--save-every-steps", type=int, default=0)
     p.add_argument("--tensorboard", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable recording")
+    add_strict_arg(p, "stop at the first unreadable recording")
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_align)
