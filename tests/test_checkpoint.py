@@ -280,3 +280,32 @@ def test_hf_source_offline(monkeypatch):
         read_checkpoint("hf://acula-test/no-such-repo/encoder.ckpt")
     with pytest.raises(CheckpointError, match="expected hf://owner/repo/path"):
         read_checkpoint("hf://only-owner/file.ckpt")
+
+
+def test_checkpoint_without_batchnorm_counters_loads_and_lists_them(tmp_path):
+    """Only BatchNorm's num_batches_tracked missing: loads, the counters listed as recomputable, same outputs."""
+    torch.manual_seed(3)
+    src = create("opera-ce", preset="tiny")
+    with torch.no_grad():
+        for name, buf in src.named_buffers():  # running statistics unlike a fresh model's, so a skipped load shows
+            if name.endswith(("running_mean", "running_var")):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+    src.eval()
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    counters = [k for k in src.state_dict() if k.endswith("num_batches_tracked")]
+    assert counters and len(state) + len(counters) == len(src.state_dict())
+    torch.save(state, tmp_path / "no_counters.pt")
+
+    torch.manual_seed(4)
+    dst = create("opera-ce", preset="tiny").eval()
+    report = load_into(dst, str(tmp_path / "no_counters.pt"))
+    assert report.ok and set(counters) <= set(report.ignored_missing) and len(report.loaded) == len(state)
+    assert "recomputable" in str(report) and counters[0] in str(report)
+    x = torch.randn(2, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(dst.forward_feature(x), src.forward_feature(x))  # eval outputs never read the counters
+
+    del state[counters[0].replace("num_batches_tracked", "running_var")]  # a real statistic missing still fails
+    torch.save(state, tmp_path / "no_var.pt")
+    with pytest.raises(CheckpointError, match="missing 1 encoder weights: .*running_var"):
+        load_into(create("opera-ce", preset="tiny"), str(tmp_path / "no_var.pt"))

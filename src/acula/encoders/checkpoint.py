@@ -3,8 +3,9 @@
 OPERA and AcuLa load non-strictly (key checks off), so a wrong or partial checkpoint silently yields a random
 encoder (SPEC §3.6 item 9). Here every key is accounted for: a missing encoder weight, an unknown
 key or a shape mismatch is an error that names it, and the only tolerated differences are those
-the model declares (`ignorable_missing` / `ignorable_unexpected`, fnmatch patterns on full keys)
-plus, on request, an absent MAM decoder. Pickled files are read with `weights_only=True`; full
+the model declares (`ignorable_missing` / `ignorable_unexpected`, fnmatch patterns on full keys),
+BatchNorm's `num_batches_tracked` counters (they never affect evaluation-mode outputs), and, on request, an
+absent MAM decoder. Pickled files are read with `weights_only=True`; full
 unpickling (which can run code from the file) happens only with `trust_checkpoint=True`.
 
 Formats read: OPERA Lightning `.ckpt` (`ckpt["state_dict"]`), AcuLa dicts (`audio_model_state_dict`
@@ -248,7 +249,8 @@ def load_into(
 
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    report.ignored_missing = [k for k in missing if _matches(k, model.ignorable_missing)]
+    counters = batchnorm_counters(model)
+    report.ignored_missing = [k for k in missing if k in counters or _matches(k, model.ignorable_missing)]
     missing = [k for k in missing if k not in report.ignored_missing]
     decoder_missing = [k for k in missing if k.startswith(decoder_prefixes)] if decoder_prefixes else []
     decoder_present = [k for k in state if k in own and k.startswith(decoder_prefixes)] if decoder_prefixes else []
@@ -299,6 +301,14 @@ def load_into(
     merged = {**own, **{k: state[k] for k in report.loaded}}
     model.load_state_dict(merged, strict=True)
     return report
+
+
+def batchnorm_counters(model: nn.Module) -> set[str]:
+    """State-dict keys of BatchNorm's `num_batches_tracked` counters. They count training steps, only to average
+    running statistics when momentum is None, and never enter an evaluation-mode output; a checkpoint without
+    them (older PyTorch, other frameworks) loads with the model's own counters, listed as recomputable."""
+    return {f"{name}.num_batches_tracked" if name else "num_batches_tracked" for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None}
 
 
 def _config_hint(saved: dict | None, built: dict) -> str | None:
