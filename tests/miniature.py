@@ -10,6 +10,7 @@ what it chose, so tests can check the loaders against it.
 from __future__ import annotations
 
 import csv
+import shutil
 import zipfile
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -311,20 +312,23 @@ def build_nosemic(root: Path) -> dict:
 
 
 def build_circor(root: Path, meta: Path) -> dict:
-    """6 Absent + 6 Present + 2 Unknown real patients, 1-2 locations each, PhysioNet .txt per patient."""
+    """14 real patients (murmur Absent / Present with either outcome, 2 Unknown), 1-2 locations each, PhysioNet
+    .txt per patient."""
     rows = read_csv(meta / "circor" / "training_data.csv")
-    quota = {"Absent": 6, "Present": 6, "Unknown": 2}
+    quota = {("Absent", "Normal"): 4, ("Absent", "Abnormal"): 2, ("Present", "Normal"): 2, ("Present", "Abnormal"): 4,
+             ("Unknown", "Normal"): 1, ("Unknown", "Abnormal"): 1}
     chosen = []
     for r in rows:
-        if quota.get(r["Murmur"], 0) > 0:
-            quota[r["Murmur"]] -= 1
+        if quota.get((r["Murmur"], r["Outcome"]), 0) > 0:
+            quota[r["Murmur"], r["Outcome"]] -= 1
             chosen.append(r)
     td = root / "circor" / "training_data"
     for i, r in enumerate(chosen):
         pid = r["Patient ID"]
         locs = list(dict.fromkeys(r["Recording locations:"].split("+")))[: 1 + i % 2]
         lines = [f"{pid} {len(locs)} 4000"] + [f"{loc} {pid}_{loc}.hea {pid}_{loc}.wav {pid}_{loc}.tsv" for loc in locs]
-        lines += [f"#Age: {r['Age']}", f"#Sex: {r['Sex']}", f"#Murmur: {r['Murmur']}", f"#Outcome: {r['Outcome']}"]
+        lines += [f"#Age: {r['Age']}", f"#Sex: {r['Sex']}", f"#Murmur: {r['Murmur']}",
+                  f"#Murmur locations: {r['Murmur locations']}", f"#Outcome: {r['Outcome']}"]
         td.mkdir(parents=True, exist_ok=True)
         (td / f"{pid}.txt").write_text("\n".join(lines) + "\n")
         for j, loc in enumerate(locs):
@@ -356,11 +360,38 @@ def build_zchsound(root: Path, meta: Path) -> dict:
     return {"chosen": chosen}
 
 
+def build_sprsound(root: Path, meta: Path) -> dict:
+    """One real annotation (JSON, verbatim) per chosen child, 8 children per record label and 6 control children,
+    in the release's naming; the audio is a synthetic 1.5-s FLAC (the format users convert to); the AcuLa
+    diagnosis table of these children beside it."""
+    release = meta.parent / "data" / "sprsound"
+    diagnosis = {r["Patient_Num"]: r["disease"] for r in read_csv(meta / "sprsound" / "metadata_train.csv")}
+    quota = {"Normal": 8, "CAS": 8, "DAS": 8, "CAS & DAS": 8, "control": 6}
+    chosen, seen = [], set()
+    for r in read_csv(release / "metadata.csv"):
+        pid, label = r["subject_id"], r["record_annotation"]
+        key = "control" if label == "Normal" and diagnosis.get(pid) == "Control Group" else label
+        if pid in seen or pid not in diagnosis or quota.get(key, 0) <= 0:
+            continue
+        quota[key] -= 1
+        seen.add(pid)
+        chosen.append(r)
+    d = root / "sprsound" / "train"
+    for i, r in enumerate(chosen):
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(release / r["annotation_path"], d / f"{r['recording_id']}.json")
+        write_wav(d / f"{r['recording_id']}.flac", seconds=1.5, sr=8000, seed=1200 + i)
+    write_csv(root / "sprsound" / "metadata_train.csv",
+              [{"Patient_Num": r["subject_id"], "Record_Annotation": r["record_annotation"], "Event_Type": "Normal",
+                "disease": diagnosis[r["subject_id"]]} for r in chosen])
+    return {"chosen": chosen, "diagnosis": {r["subject_id"]: diagnosis[r["subject_id"]] for r in chosen}}
+
+
 def build_all(root: Path, meta: Path) -> dict:
     """Every dataset's miniature under one data root."""
     return {
         "icbhi": build_icbhi(root, meta), "kauh": build_kauh(root, meta), "copd": build_copd_tr(root, meta),
         "coughvid": build_coughvid(root, meta), "coviduk": build_coviduk(root), "coswara": build_coswara(root, meta),
         "mmlung": build_mmlung(root), "nosemic": build_nosemic(root), "circor": build_circor(root, meta),
-        "zchsound": build_zchsound(root, meta),
+        "zchsound": build_zchsound(root, meta), "sprsound": build_sprsound(root, meta),
     }

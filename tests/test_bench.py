@@ -66,7 +66,8 @@ def read_rows(path: Path) -> list[dict]:
 def test_registry_has_the_protocol_tasks_and_defaults():
     ids = [t.id for t in list_tasks()]
     assert ids == ["T1", "T2", "T5", "T6", "T7", "T8", "T9", "T10", "T11", *[f"T{i}" for i in range(13, 20)],
-                   "circor-murmur", "zchsound"]
+                   "circor-murmur", "circor-outcome", "sprsound-adventitious", "sprsound-4class", "sprsound-disease",
+                   "zchsound"]
     assert resolve_tasks("t7,icbhi-copd,T1") == [get_task("T7"), get_task("T1")]
     with pytest.raises(KeyError, match="unknown task 'T3'"):
         resolve_tasks("T3")
@@ -223,9 +224,12 @@ def test_mmlung_xlsx_targets_and_nosemic_rates(mini):
 def test_cardiac_tasks(mini):
     root, info = mini
     circor = get_task("circor-murmur").load(root)
-    murmur = {r["Patient ID"]: r["Murmur"] for r in info["circor"]["chosen"]}
-    assert {murmur[s] for s in circor.subjects} == {"Absent", "Present"}
-    assert all(y == (murmur[s] == "Present") for s, y in zip(circor.subjects, circor.labels))
+    rows = {r["Patient ID"]: r for r in info["circor"]["chosen"]}
+    assert {rows[s]["Murmur"] for s in circor.subjects} == {"Absent", "Present"}
+    for path, s, y, pooled in zip(circor.paths, circor.subjects, circor.labels, circor.pool_labels):
+        loc = Path(path).stem.split("_")[1]  # murmur audible at this location; the pooled label is the patient's
+        assert y == (rows[s]["Murmur"] == "Present" and loc in rows[s]["Murmur locations"].split("+"))
+        assert pooled == (rows[s]["Murmur"] == "Present")
     zch = get_task("zchsound").load(root)
     diag = {r["fileName"]: r["diagnosis"] for r in info["zchsound"]["chosen"]}
     assert len(zch) == len(diag)
@@ -296,11 +300,13 @@ def test_whole_policy_embeds_the_trimmed_padded_recording(tmp_path):
 @pytest.mark.slow
 def test_full_benchmark_on_every_task(full_run):
     rows = read_rows(full_run / "results.csv")
-    assert [r["task"] for r in rows] == [t.id for t in list_tasks()]
+    # every task, each pooling task followed by its per-patient row
+    pooled = {"circor-murmur", "circor-outcome", "sprsound-disease"}
+    assert [r["task"] for r in rows] == [i for t in list_tasks() for i in (t.id, f"{t.id}@patient")[:1 + (t.id in pooled)]]
     bad = {r["task"]: r["error"] for r in rows if r["status"] != "ok"}
     assert not bad
     for r in rows:
-        task = get_task(r["task"])
+        task = get_task(r["task"].split("@")[0])
         assert r["metric"] == task.metric and r["n_seeds"] == "2"
         value = float(r["mean"])
         assert (0 <= value <= 1) if task.metric == "AUROC" else value >= 0
@@ -311,7 +317,7 @@ def test_full_benchmark_on_every_task(full_run):
     md = (full_run / "results.md").read_text()
     assert md.count("| ok |") == len(rows) and "labels: 0 = Healthy, 1 = COPD" in md
     names = sorted(p.name for p in (full_run / "features").glob("*.npz"))
-    assert len(names) == len(rows) and all(n.split("-")[-1][:-4].isalnum() for n in names)
+    assert len(names) == len(list_tasks()) and all(n.split("-")[-1][:-4].isalnum() for n in names)
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def test_every_builder_on_every_shipped_file(built):
         assert res.rows, ds
         for row in res.rows:
             assert row["Gen_Report"].strip() and row["findings"], (ds, row["record_id"])
-            assert re.fullmatch(r"[a-z-]+@1;seed=0", row["provenance"]), row["provenance"]
+            assert re.fullmatch(r"[a-z-]+@\d+;seed=0", row["provenance"]), row["provenance"]
             assert row["dataset"] == ds and row["subject_id"]
             # placeholders never leak into the text
             assert not re.search(r"\b(nan|NaN|None|Unknown|NA)\b", row["Gen_Report"]), (ds, row["Gen_Report"])

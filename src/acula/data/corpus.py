@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import _io
+from ..datasets.base import find_audio
 from .manifest import write_manifest
 
 REQUIRED = ("record_id", "subject_id", "dataset", "Gen_Report")
@@ -105,7 +106,8 @@ class AudioResolver:
         given = row.get("audio_path", "")
         if given:
             p = Path(given).expanduser()
-            return [p if p.is_absolute() else (self.root(ds) or csv_path.parent) / p]
+            p = p if p.is_absolute() else (self.root(ds) or csv_path.parent) / p
+            return [find_audio(p) or p]  # a corpus converted to FLAC keeps its WAV names in the tables
         root = self.root(ds)
         if root is None:
             raise CorpusError(f"{csv_path}: row {line} (dataset {ds!r}) has no audio_path; pass --audio-root "
@@ -118,7 +120,7 @@ class AudioResolver:
         if any(ch in name for ch in "*?["):
             found = sorted(Path(p) for p in glob.glob(str(root / name)))
             return found or [root / name]  # a pattern with no match is reported as missing audio
-        return [root / name]
+        return [find_audio(root / name) or root / name]
 
     def pattern(self, dataset: str) -> str:
         return self.patterns.get(dataset) or self.patterns.get(namespace(dataset)) or self.patterns.get("*") \

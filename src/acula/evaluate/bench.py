@@ -34,7 +34,7 @@ from ..audio.io import AudioError, load_audio
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import Embeddings, embed_files, weights_sha256
-from .probe import LinearProbe
+from .probe import LinearProbe, auroc
 from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, list_tasks, resolve_tasks
 
 RESULT_COLUMNS = ["task", "name", "dataset", "metric", "mean", "std", "n_seeds", "n_train", "n_val", "n_test",
@@ -238,11 +238,14 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
     values, fold_std = [], []
     roc = task.metric == "AUROC"
     y_seen, scores = [], []  # the first seed's test probabilities, for ROC curves
+    pooled = []
     if data.split is not None:
         tr, va, te = data.part("train"), data.part("val"), data.part("test")
         for s in seeds:
             p = LinearProbe(seed=s, **opts).fit(X[tr], y[tr], X[va], y[va])
             values.append(p.score(X[te], y[te]))
+            if data.pool is not None:
+                pooled.append(pooled_auroc(p.predict_proba(X[te]), data.pool[te], data.pool_labels[te], data.pool_how))
             if roc and not scores:
                 y_seen, scores = [y[te]], [p.predict_proba(X[te])]
         n_train, n_val, n_test = len(tr), len(va), len(te)
@@ -266,10 +269,29 @@ def probe_task(task: Task, data: TaskData, X: np.ndarray, seeds: tuple[int, ...]
         n_train = int(round(np.mean([a for a, _ in sizes])))
         n_val = int(round(np.mean([b for _, b in sizes])))
         n_test = int(sum(len(f) for f in data.folds))
-    return {"metric": task.metric, "values": [float(v) for v in values], "fold_std": fold_std,
+    if data.pool is not None and data.split is None:
+        notes.append("pooled score not computed: the task uses held-out folds")
+    return {"metric": task.metric, "values": [float(v) for v in values], "fold_std": fold_std, "pooled": pooled,
+            "n_pooled": len(set(data.pool[data.part("test")].tolist())) if pooled else 0,
             "mean": float(np.mean(values)), "std": float(np.std(values)), "n_train": n_train, "n_val": n_val,
             "n_test": n_test, "notes": notes,
             "roc": (np.concatenate(y_seen), np.concatenate(scores)) if scores else None}
+
+
+def pooled_auroc(proba: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, how: str) -> float:
+    """AUROC of one score per pool id (a patient): its recordings' positive-class probabilities combined."""
+    ids, inverse = np.unique(pool, return_inverse=True)
+    pos = proba[:, 1] if proba.shape[1] == 2 else None
+    if pos is None:
+        raise TaskError("a pooled score needs a binary task")
+    combine = np.maximum.reduceat if how == "max" else np.add.reduceat
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    score = combine(pos[order], starts)
+    if how == "mean":
+        score = score / np.bincount(inverse)
+    labels = pool_labels[order][starts]
+    return auroc(labels.astype(int), np.stack([1 - score, score], axis=1))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -319,6 +341,15 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
                   "std_folds": fmt_mean_std(r["fold_std"][i]) if r["fold_std"] else ""}
                  for i, (s, v) in enumerate(zip(seeds, r["values"]))]
     log(f"  {r['metric']} = {r['mean']:.4f} ± {r['std']:.4f} over {len(seeds)} seed(s)")
+    if r["pooled"]:  # a second row: the score per patient, as the PhysioNet 2022 challenge ranks
+        pid = f"{task.id}@patient"
+        m, sd = float(np.mean(r["pooled"])), float(np.std(r["pooled"]))
+        row["pooled"] = {**row, "task": pid, "name": f"{task.name} (patient, {data.pool_how} over recordings)",
+                         "mean": fmt_mean_std(m), "std": fmt_mean_std(sd), "n_test": r["n_pooled"]}
+        seed_rows += [{"task": pid, "metric": "AUROC", "seed": s, "value": fmt_mean_std(v), "std_folds": ""}
+                      for s, v in zip(seeds, r["pooled"])]
+        log(f"  patient-level AUROC ({data.pool_how} over a patient's recordings, {r['n_pooled']} test patients) "
+            f"= {m:.4f} ± {sd:.4f}")
     if r["roc"] is not None and memo is not None:
         memo.setdefault("roc", {})[task.id] = r["roc"]
     return row, seed_rows, notes
@@ -373,7 +404,8 @@ def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_ro
                    "std": "", "n_seeds": 0, "n_train": "", "n_val": "", "n_test": "", "std_folds": "",
                    "status": "error", "error": msg}
             srows, tnotes = [], []
-        rows.append(row)
+        pooled = row.pop("pooled", None)
+        rows += [row] + ([pooled] if pooled else [])
         seed_rows += srows
         notes[task.id] = tnotes
         write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))

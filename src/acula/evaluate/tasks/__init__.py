@@ -10,7 +10,7 @@ are not included, as in AcuLa's `linear_eval.py`).
 
 from __future__ import annotations
 
-from . import cardiac, opera
+from . import cardiac, opera, sprsound
 from .base import InputPolicy, Task, TaskData, TaskError
 from .custom import csv_task, read_task_csv
 
@@ -51,6 +51,28 @@ def resolve_tasks(spec: str) -> list[Task]:
         if t not in out:
             out.append(t)
     return out
+
+
+# Zero-shot prompt sets: one text per class index, worded unlike the reports.
+PROMPTS = {
+    "circor-murmur": (("no murmur", "heart murmur"),
+                      ("Normal heart sounds without a murmur.", "A systolic heart murmur is heard."),
+                      ("Clean S1 and S2, nothing between them.", "Turbulent flow: a murmur between the heart sounds.")),
+    "circor-outcome": (("normal outcome", "abnormal outcome"),
+                       ("The cardiologist found the heart normal.", "The cardiologist found heart disease."),
+                       ("Healthy heart.", "Structural heart disease.")),
+    "sprsound-adventitious": (("normal breath sounds", "adventitious lung sounds"),
+                              ("Clear lungs on auscultation.", "Wheezes or crackles on auscultation."),
+                              ("Vesicular breathing only.", "Added sounds over the lungs.")),
+    "sprsound-4class": (("normal breath sounds", "wheezes", "crackles", "wheezes and crackles"),
+                        ("Clear lungs.", "Continuous musical sounds: wheeze, rhonchi or stridor.",
+                         "Discontinuous popping sounds: crackles.", "Both wheezes and crackles are heard."),
+                        ("No adventitious sounds.", "Continuous adventitious sounds.",
+                         "Discontinuous adventitious sounds.", "Continuous and discontinuous adventitious sounds.")),
+    "sprsound-disease": (("healthy child", "pneumonia"),
+                         ("A child without lung disease.", "A child with pneumonia."),
+                         ("Control group.", "Community-acquired pneumonia.")),
+}
 
 
 def _register_builtin() -> None:
@@ -98,10 +120,29 @@ def _register_builtin() -> None:
     register_task(Task("T19", "nosemic-rr", "NoseMic", "nasal breathing", target="respiratory rate (breaths/min)",
                        protocol="leave-one-subject-out; val = 20 % of the other subjects (seed 42)",
                        loader=opera.nosemic, input_sec=sec(8, 1, 30), **reg))
+    grouped = "subject-wise 60/20/20 (stratified, seed 42)"
     register_task(Task("circor-murmur", "circor-murmur", "CirCor DigiScope", "heart",
-                       target="murmur Absent 0 / Present 1 (Unknown left out)",
-                       protocol="patient-wise 60/20/20 (stratified, seed 42)", loader=cardiac.circor,
-                       input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_LABELS, batch_size=32, **cls))
+                       target="murmur at this location Absent 0 / Present 1 (Unknown left out); "
+                              "@patient: max over the patient's locations vs the patient's murmur",
+                       protocol=grouped + "; a child with two Patient IDs is one subject", loader=cardiac.circor,
+                       input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_LABELS, batch_size=32,
+                       prompts=PROMPTS["circor-murmur"], **cls))
+    register_task(Task("circor-outcome", "circor-outcome", "CirCor DigiScope", "heart",
+                       target="patient outcome Normal 0 / Abnormal 1; @patient: mean over its recordings",
+                       protocol=grouped + "; a child with two Patient IDs is one subject",
+                       loader=cardiac.circor_outcome, input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_OUTCOME,
+                       batch_size=32, prompts=PROMPTS["circor-outcome"], **cls))
+    spr = "patient-wise 60/20/20 (stratified, seed 42; the release's train / intra-test share patients)"
+    for tid, loader, target, labels in (
+            ("sprsound-adventitious", sprsound.adventitious, "record label Normal 0 / CAS, DAS or CAS & DAS 1",
+             sprsound.ADVENTITIOUS),
+            ("sprsound-4class", sprsound.four_class, "record label Normal / CAS / DAS / CAS & DAS (macro AUROC)",
+             sprsound.FOUR_CLASS),
+            ("sprsound-disease", sprsound.disease, "patient diagnosis control 0 / pneumonia 1; @patient: mean",
+             sprsound.DISEASE)):
+        register_task(Task(tid, tid, "SPRSound", "lung", target=target + "; Poor Quality left out", protocol=spr,
+                           loader=loader, input_sec=sec(8.18, 8, 8), label_map=labels, batch_size=32,
+                           prompts=PROMPTS[tid], **cls))
     register_task(Task("zchsound", "zchsound", "ZCHSound", "heart", target="NORMAL 0 / ASD, PDA, PFO or VSD 1",
                        protocol="recording-level 60/20/20 (stratified, seed 42)", loader=cardiac.zchsound,
                        input_sec=sec(8.18, 8, 8), label_map={"NORMAL": 0, "ASD": 1, "PDA": 1, "PFO": 1, "VSD": 1},

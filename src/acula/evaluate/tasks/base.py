@@ -24,11 +24,12 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ...data.splits import subject_split, train_val_split
+from ...datasets.base import DatasetError, find_audio
 
 PARTS = ("train", "val", "test")
 
 
-class TaskError(ValueError):
+class TaskError(DatasetError):
     """A task cannot run on this data: the message names the file or split and what was expected."""
 
 
@@ -61,6 +62,12 @@ class TaskData:
     classes: list[str] | None = None  # class index -> name
     notes: list[str] = field(default_factory=list)
     root: str = ""  # paths are cached relative to this folder
+    # A second, pooled score (PhysioNet 2022 scores patients, not recordings): the test recordings of one
+    # `pool` id (a patient) are scored together, their probabilities combined by `pool_how` ("max": present if
+    # heard anywhere; "mean"), against `pool_labels` (the patient's label, the same on each of its rows).
+    pool: np.ndarray | None = None
+    pool_labels: np.ndarray | None = None
+    pool_how: str = "mean"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -79,7 +86,8 @@ class TaskData:
             folds = [f for f in folds if len(f)]
         return replace(self, paths=[self.paths[i] for i in keep], labels=self.labels[keep],
                        subjects=self.subjects[keep], split=None if self.split is None else self.split[keep],
-                       folds=folds, notes=list(self.notes))
+                       folds=folds, notes=list(self.notes), pool=None if self.pool is None else self.pool[keep],
+                       pool_labels=None if self.pool_labels is None else self.pool_labels[keep])
 
     def class_counts(self, idx: np.ndarray) -> str:
         values, counts = np.unique(self.labels[idx], return_counts=True)
@@ -101,6 +109,13 @@ class TaskData:
             raise TaskError(f"{task_id}: {n} paths but {len(self.labels)} labels and {len(self.subjects)} subjects")
         if kind == "regression" and not np.isfinite(self.labels.astype(float)).all():
             raise TaskError(f"{task_id}: regression targets contain NaN or Inf")
+        if (self.pool is None) != (self.pool_labels is None) or self.pool_how not in ("max", "mean"):
+            raise TaskError(f"{task_id}: pooling needs both pool ids and pool labels, combined by max or mean")
+        if self.pool is not None:
+            per_pool: dict = {}
+            for g, y in zip(self.pool.tolist(), self.pool_labels.tolist()):
+                if per_pool.setdefault(g, y) != y:
+                    raise TaskError(f"{task_id}: pool {g} has two labels ({per_pool[g]} and {y})")
         if self.split is not None:
             bad = sorted(set(self.split.tolist()) - set(PARTS))
             if bad:
@@ -149,6 +164,8 @@ class Task:
     patience: int | None = None  # early stopping on validation (MMLung 5)
     fold_val_fraction: float = 0.2  # fold protocols: validation carved from each fold's training subjects
     fold_val_seed: int = 42
+    # zero-shot: prompt sets, each one text per class index, worded unlike any report (data, not code)
+    prompts: tuple[tuple[str, ...], ...] = ()
 
     @property
     def metric(self) -> str:
@@ -337,11 +354,15 @@ def load_name_list(path: Path) -> list[str]:
 
 
 def existing(paths: list[Path], notes: list[str], what: str) -> np.ndarray:
-    """Indices of the paths that exist; a note counts the ones listed but missing."""
-    keep = np.array([i for i, p in enumerate(paths) if p.is_file()], dtype=int)
+    """Indices of the paths that exist, WAV or FLAC under the listed stem (`paths` is updated to the file found);
+    a note counts the ones listed but missing."""
+    found = [find_audio(p) for p in paths]
+    keep = np.array([i for i, p in enumerate(found) if p is not None], dtype=int)
     missing = len(paths) - len(keep)
+    for i in keep:
+        paths[i] = found[i]
     if missing:
-        first = next(p for p in paths if not p.is_file())
+        first = next(p for p, f in zip(paths, found) if f is None)
         notes.append(f"{missing} {what} listed in the metadata are not on disk (e.g. {first}); left out")
     return keep
 

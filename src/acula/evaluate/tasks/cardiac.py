@@ -1,8 +1,11 @@
 """Cardiac tasks the AcuLa paper reports but its code does not define (SPEC §5.5): our protocol.
 
-* circor-murmur: CirCor DigiScope (PhysioNet 1.0.3 training set), murmur Present 1 vs Absent 0
-  (`Unknown` left out); every auscultation-location recording is a sample; stratified patient-wise
-  60/20/20 split, seed 42.
+* circor-murmur: CirCor DigiScope 2022, murmur audible at this location 1 vs not 0 (patients with murmur
+  `Unknown` left out); every auscultation-location recording is a sample; stratified subject-wise 60/20/20
+  split, seed 42 (a child with two Patient IDs is one subject). A second score pools each test patient's
+  locations (max of the murmur probability) against the patient's murmur label, as the 2022 challenge scores.
+* circor-outcome: the patient's outcome Normal 0 / Abnormal 1 on each recording, scored per patient
+  (mean over its recordings); the same split.
 * zchsound: ZCHSound (clean + noisy subsets), NORMAL 0 vs any defect (ASD/PDA/PFO/VSD) 1; no patient
   ids are published, so the split is by recording, stratified 60/20/20, seed 42.
 """
@@ -14,66 +17,44 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .base import TaskData, TaskError, dataset_dir, existing, find_file, make_split, read_csv_rows, subject_wise_split
+from ...datasets import circor as circor_reader
+from .base import TaskData, TaskError, dataset_dir, find_file, make_split, read_csv_rows, subject_wise_split
 
 CIRCOR_LABELS = {"Absent": 0, "Present": 1}
-CIRCOR_DIRS = ("circor", "circor-heart-sound", "the-circor-digiscope-phonocardiogram-dataset-1.0.3")
+CIRCOR_OUTCOME = {"Normal": 0, "Abnormal": 1}
 
 
-def read_circor_patient(path: Path) -> tuple[str, list[str], str]:
-    """{pid}.txt -> (patient id, wav names of its location lines, murmur value)."""
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    head = lines[0].split() if lines else []
-    if len(head) < 2 or not head[1].isdigit():
-        raise TaskError(f"{path}: first line should be 'patient_id n_locations fs', got {lines[:1]!r}")
-    n_loc = int(head[1])
-    wavs = []
-    for ln in lines[1 : 1 + n_loc]:
-        fields = ln.split()
-        if len(fields) < 3 or ln.startswith("#"):
-            raise TaskError(f"{path}: location line should be 'loc hea wav tsv', got {ln!r}")
-        wavs.append(fields[2])
-    wavs = list(dict.fromkeys(wavs))
-    murmur = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("#Murmur:")), None)
-    if murmur is None:
-        raise TaskError(f"{path}: no '#Murmur:' line")
-    return head[0], wavs, murmur
+def _circor(root: Path, label_of, pool_label_of, classes: list[str], what: str) -> TaskData:
+    """Recordings of the CirCor reader with a label; split by subject (a child with two Patient IDs is one),
+    pooled per Patient ID for the patient-level score."""
+    result = circor_reader.read(root)
+    notes = list(result.notes) + [f"skipped {f}: {why}" for f, why in result.skipped]
+    rows = [(r, label_of(r)) for r in result.recordings]
+    left_out = sum(y is None for _, y in rows)
+    rows = [(r, y) for r, y in rows if y is not None]
+    if left_out:
+        notes.append(f"{left_out} recordings without a {what} label left out")
+    if not rows:
+        raise TaskError(f"CirCor: no recording has a {what} label")
+    labels = np.array([y for _, y in rows], int)
+    subjects = np.array([r.subject for r, _ in rows], str)
+    split = subject_wise_split(labels, subjects, seed=42)
+    return TaskData([r.path for r, _ in rows], labels, subjects, split, classes=classes, notes=notes, root=str(root),
+                    pool=np.array([r.fields["Patient ID"] for r, _ in rows], str),
+                    pool_labels=np.array([pool_label_of(r) for r, _ in rows], int),
+                    pool_how="max" if what == "murmur" else "mean")
 
 
 def circor(root: Path) -> TaskData:
-    d = dataset_dir(root, CIRCOR_DIRS, "CirCor DigiScope", "training_data/{pid}_{loc}.wav + {pid}.txt")
-    td = d / "training_data"
-    if not td.is_dir():
-        raise TaskError(f"CirCor: {td} not found (PhysioNet circor-heart-sound 1.0.3 layout)")
-    patients: list[tuple[str, list[str], str]] = [read_circor_patient(p) for p in sorted(td.glob("*.txt"))]
-    notes: list[str] = []
-    if not patients:  # no per-patient .txt: the patient table with a Murmur column will do
-        table = find_file("training_data.csv", d, td)
-        if table is None:
-            raise TaskError(f"CirCor: no {{pid}}.txt files in {td} and no training_data.csv in {d}")
-        for r in read_csv_rows(table, required=("Patient ID", "Murmur")):
-            pid = r["Patient ID"]
-            patients.append((pid, sorted(p.name for p in td.glob(f"{pid}_*.wav")), r["Murmur"]))
-        notes.append(f"murmur labels read from {table.name} (no per-patient .txt files)")
-    paths, labels, subjects = [], [], []
-    unknown = 0
-    for pid, wavs, murmur in patients:
-        if murmur == "Unknown":
-            unknown += 1
-            continue
-        if murmur not in CIRCOR_LABELS:
-            raise TaskError(f"CirCor: patient {pid} has murmur {murmur!r}; expected Present, Absent or Unknown")
-        for w in wavs:
-            paths.append(td / w)
-            labels.append(CIRCOR_LABELS[murmur])
-            subjects.append(pid)
-    if unknown:
-        notes.append(f"{unknown} patients with murmur 'Unknown' left out")
-    keep = existing(paths, notes, "recordings")
-    labels_a, subjects_a = np.array(labels, int)[keep], np.array(subjects, str)[keep]
-    split = subject_wise_split(labels_a, subjects_a, seed=42)
-    return TaskData([str(paths[i]) for i in keep], labels_a, subjects_a, split, classes=list(CIRCOR_LABELS),
-                    notes=notes, root=str(root))
+    """Murmur audible at this location (recording level); the patient score is the max over its locations."""
+    return _circor(root, lambda r: CIRCOR_LABELS.get(r.fields["murmur_at_location"]),
+                   lambda r: CIRCOR_LABELS[r.fields["Murmur"]], list(CIRCOR_LABELS), "murmur")
+
+
+def circor_outcome(root: Path) -> TaskData:
+    """The patient's outcome on each of its recordings; the patient score is the mean over them."""
+    label = lambda r: CIRCOR_OUTCOME.get(r.fields.get("Outcome", ""))  # noqa: E731
+    return _circor(root, label, label, list(CIRCOR_OUTCOME), "outcome")
 
 
 ZCH_DETAILS = ("Clean Heartsound Data Details.csv", "Noise Heartsound Data Details.csv")

@@ -123,6 +123,9 @@ def build_report_table(dataset: str, metadata_paths: list[str | Path] | None = N
     seen: set[str] = set()
     for rec in recs:
         rid = b.record_id(rec)
+        if rec.get("_skip"):  # the dataset reader could not use this file (missing audio or annotation)
+            out.skipped.append((rid, rec["_skip"]))
+            continue
         if rid in seen:
             out.skipped.append((rid, "duplicate record id"))
             continue

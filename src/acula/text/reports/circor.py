@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ...datasets import circor as reader
 from ._base import (Builder, NothingToReport, Phrases, Report, ReportInputError, age_from_years, as_bool,
                     as_float, clean, columns_of, expand_paths, fmt_num, join_and, raw, read_table, unknown_file,
                     with_article)
@@ -32,7 +33,11 @@ META_KEYS = {"Shape": "shape", "Grading": "grading", "Pitch": "pitch", "Quality"
 
 def read(paths: list[Path]) -> list[dict]:
     records: list[dict] = []
-    for p in expand_paths(paths, ("*.csv", "*.txt")):
+    release = [Path(p) for p in paths if Path(p).is_dir() and (Path(p).name == "training_data"
+                                                                 or (Path(p) / "training_data").is_dir())]
+    for folder in release:
+        records += from_release(folder.parent if folder.name == "training_data" else folder)
+    for p in expand_paths([p for p in paths if Path(p) not in release], ("*.csv", "*.txt")):
         if p.suffix.lower() == ".txt" and re.fullmatch(r"\d+", p.stem):
             records.append(read_patient_txt(p))
             continue
@@ -45,6 +50,24 @@ def read(paths: list[Path]) -> list[dict]:
             raise unknown_file(p, "CirCor", "a patient table with 'Patient ID' and 'Murmur' columns, a report csv with "
                                 "'Patient_ID' and 'Meta_Report', or PhysioNet {pid}.txt files")
     return records
+
+
+def from_release(root: Path) -> list[dict]:
+    """Patients of a release folder through the dataset reader: one subject per child (Additional ID), the audio
+    file of each location, and the readers' skips (missing audio, bad labels) as skipped records."""
+    result = reader.read(root)
+    patients: dict[str, dict] = {}
+    for r in result.recordings:
+        f = r.fields
+        rec = patients.setdefault(f["Patient ID"], {k: v for k, v in f.items() if k not in (
+            "Recording location", "location_token", "murmur_at_location")} | {
+            "subject_id": r.subject, "_recordings": [], "_audio": {}})
+        rec["_recordings"].append((f["Recording location"], r.id))
+        rec["_audio"][r.id] = r.path
+    out = list(patients.values())
+    out += [{"Patient ID": Path(f).stem.split("_")[0], "Murmur": "", "_skip": why, "record_id": Path(f).stem}
+            for f, why in result.skipped]
+    return out
 
 
 def read_report_csv(path: Path) -> list[dict]:
@@ -108,7 +131,7 @@ def expand_locations(records: list[dict]) -> list[dict]:
     """One record per recording: PhysioNet names repeated locations {pid}_{loc}_{n}."""
     out = []
     for rec in records:
-        if clean(rec.get("Recording location")):
+        if clean(rec.get("Recording location")) or rec.get("_skip"):
             out.append(rec)
             continue
         pid = clean(rec.get("Patient ID"))
@@ -125,7 +148,8 @@ def expand_locations(records: list[dict]) -> list[dict]:
                 stem = f"{pid}_{loc}" + (f"_{seen[loc]}" if counts[loc] > 1 else "")
                 recordings.append((loc, stem))
         for loc, stem in recordings:
-            out.append({**rec, "Recording location": loc, "record_id": stem})
+            audio = {"audio_path": rec["_audio"][stem]} if "_audio" in rec else {}
+            out.append({**rec, "Recording location": loc, "record_id": stem, **audio})
     return out
 
 

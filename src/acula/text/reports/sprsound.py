@@ -10,10 +10,10 @@ per-recording `*.json` annotations (`{patient}_{age}_{gender 0=M/1=F}_{p1..p4}_{
 from __future__ import annotations
 
 import collections
-import json
-import re
 from pathlib import Path
 
+from ...datasets import sprsound as reader
+from ...datasets.base import DatasetError, Recording
 from ._base import (Builder, NothingToReport, Phrases, Report, ReportInputError, age_from_years, as_float, clean,
                     columns_of, expand_paths, join_and, raw, read_table, unknown_file, with_article)
 
@@ -25,14 +25,16 @@ EVENT = {"normal": "normal breath sounds", "fine crackle": "fine crackles", "coa
 LOCATION = {"p1": "left posterior", "p2": "left lateral", "p3": "right posterior", "p4": "right lateral"}
 DISEASE = {"pneumonia (non-severe)": "non-severe pneumonia", "pneumonia (severe)": "severe pneumonia",
            "other respiratory diseases": "another respiratory disease", "control group": "control group"}
-JSON_NAME = re.compile(r"^(\d+)_([\d.]+)_([01])_(p\d+)_(\d+)$")
 
 
 # --------------------------------------------------------------------------- readers
 
 def read(paths: list[Path]) -> list[dict]:
-    tables, annotations, summary = [], [], {}
-    for p in expand_paths(paths, ("*.json", "*.csv")):
+    tables, annotations, summary, release = [], [], {}, []
+    for p in paths:
+        if Path(p).is_dir() and next(Path(p).rglob("*.json"), None) is not None:
+            release.append(Path(p))  # a release folder: the dataset reader finds audio, JSON and diagnoses
+    for p in expand_paths([p for p in paths if Path(p) not in release], ("*.json", "*.csv")):
         if p.suffix.lower() == ".json":
             annotations.append(_read_json(p))
             continue
@@ -45,41 +47,50 @@ def read(paths: list[Path]) -> list[dict]:
             for row in read_table(p, required=(pid_col, low["disease"])):
                 summary[row[pid_col]] = {k.lower(): v for k, v in row.items()}
         else:
-            raise unknown_file(p, "SPRSound", "metadata csv with Patient_Num/Record_Annotation/Event_Type, "
-                               "*.json annotations or SPRSound_patient_summary.csv")
+            raise unknown_file(p, "SPRSound", "a release folder, metadata csv with Patient_Num/Record_Annotation/"
+                               "Event_Type, *.json annotations or SPRSound_patient_summary.csv")
     counts: dict[str, int] = collections.Counter()
     out = []
     for row in tables:
         pid = row["Patient_Num"]
         out.append({"record_id": f"{pid}#{counts[pid]}", **row})
         counts[pid] += 1
+    for folder in release:
+        result = reader.read(folder, audio=False)  # a report needs the annotation; corpus build checks audio
+        out += [record_of(r) for r in result.recordings]
+        out += [{"record_id": Path(f).stem, "Patient_Num": Path(f).stem.split("_")[0], "Record_Annotation": "",
+                 "_skip": why} for f, why in result.skipped]
     for rec in annotations:
         info = summary.get(rec["Patient_Num"], {})
         if "disease" in info:
             rec["disease"] = info["disease"]
         out.append(rec)
-    if summary and not annotations and not tables:
+    if summary and not annotations and not tables and not release:
         raise ReportInputError("SPRSound: the patient summary alone holds no recordings; add the *.json annotations")
     return out
 
 
+def record_of(r: Recording) -> dict:
+    """A dataset reader's recording in the builder's field names, with its timed events."""
+    f = r.fields
+    return {"record_id": r.id, "Patient_Num": r.subject, "Age": f"{f['age_years']:g}",
+            "Gender": {"male": "0", "female": "1"}[f["sex"]], "Location": f["location_code"],
+            "Record_Annotation": f["record_annotation"], "Event_Types": "; ".join(dict.fromkeys(e[2] for e in
+                                                                                            f["events"])),
+            "disease": f["disease"], **({"audio_path": r.path} if r.path else {}), "_events": f["events"]}
+
+
 def _read_json(path: Path) -> dict:
-    m = JSON_NAME.match(path.stem)
-    if not m:
-        raise ReportInputError(f"{path}: name should be '{{patient}}_{{age}}_{{gender}}_{{location}}_{{number}}.json'")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportInputError(f"{path}: not valid JSON ({e})") from None
-    rec_ann = data.get("record_annotation", data.get("recording_annotation"))
-    if rec_ann is None:
-        raise ReportInputError(f"{path}: no 'record_annotation' (or 'recording_annotation') key; keys: {list(data)}")
-    events = [e.get("type") for e in data.get("event_annotation", []) if isinstance(e, dict) and e.get("type")]
-    pid, age, gender, loc, _ = m.groups()
-    return {"record_id": path.stem, "Patient_Num": pid, "Age": age, "Gender": gender, "Location": loc,
-            "Record_Annotation": rec_ann,
+        info, ann = reader.parse_stem(path.stem), reader.read_annotation(path)
+    except DatasetError as e:
+        raise ReportInputError(str(e)) from None
+    events = [t for _, _, t in ann["events"]]
+    return {"record_id": path.stem, "Patient_Num": info["patient"], "Age": f"{info['age_years']:g}",
+            "Gender": {"male": "0", "female": "1"}[info["sex"]], "Location": info["location_code"],
+            "Record_Annotation": ann["record_annotation"],
             "Event_Type": collections.Counter(events).most_common(1)[0][0] if events else "",
-            "Event_Types": "; ".join(dict.fromkeys(events))}
+            "Event_Types": "; ".join(dict.fromkeys(events)), "_events": ann["events"]}
 
 
 def record_id(rec: dict) -> str:
@@ -145,7 +156,10 @@ def compose(rec: dict, ph: Phrases) -> Report:
     # Event-level annotation.
     types = [t for t in (clean(x) for x in (raw(rec.get("Event_Types")) or "").split(";")) if t]
     main = clean(rec.get("Event_Type"))
-    if types:
+    events = rec.get("_events")
+    if events:
+        event_sentences(r, ph, events, ann)
+    elif types:
         abnormal = [EVENT.get(t.lower(), t.lower()) for t in types if t.lower() != "normal"]
         for t in abnormal:
             r.note(("event_type", t))
@@ -166,11 +180,45 @@ def compose(rec: dict, ph: Phrases) -> Report:
             r.say(ph.pick("The child belongs to the control group", "Clinical group: control"))
         else:
             r.say(ph.pick(f"Clinical diagnosis: {d}", f"The child was diagnosed with {d}", f"Diagnosis: {d}"))
-    if ann is None and not types and not main and not disease:
+    if ann is None and not types and not main and not disease and not events:
         raise NothingToReport("no record annotation, event type or disease")
     return r
 
 
+def _seconds(ms: float) -> str:
+    return f"{ms / 1000:.1f} s"
+
+
+def event_sentences(r: Report, ph: Phrases, events: list[tuple[float, float, str]], ann: str | None) -> None:
+    """What the timed events say: each adventitious sound, in how many of the annotated events, and when."""
+    n = len(events)
+    by_type: dict[str, list[tuple[float, float]]] = {}
+    for start, end, t in events:
+        by_type.setdefault(t, []).append((start, end))
+    abnormal = [t for t in by_type if t != "Normal"]
+    if not abnormal:
+        r.note(("adventitious_events", "none"))
+        r.say(ph.pick(f"All {n} annotated respiratory events are normal" if n > 1 else
+                      "The one annotated respiratory event is normal",
+                      f"Event annotation: {n} normal breathing event{'s' if n > 1 else ''}, none adventitious"))
+        return
+    parts = []
+    for t in abnormal:
+        spans = by_type[t]
+        name = EVENT.get(t.lower(), t.lower())
+        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+        r.note(("event_type", name), (f"{name}_events", f"{len(spans)} of {n}"))
+        where = (f"from {_seconds(first)} to {_seconds(last)}" if len(spans) > 1 else
+                 f"at {_seconds(first)}-{_seconds(last)}")
+        share = f"{len(spans)} of the {n} annotated respiratory events" if n > 1 else "the one annotated event"
+        parts.append(f"{name} in {share} ({where})")
+    r.say(ph.pick(f"Event annotation: {join_and(parts)}", f"The annotated events show {join_and(parts)}"))
+    normal = len(by_type.get("Normal", ()))
+    if normal:
+        r.say(ph.pick(f"{normal} of the {n} events {'is a normal breath' if normal == 1 else 'are normal breaths'}",
+                      f"normal breathing in {normal} of the {n} annotated events"))
+
+
 NON_CLINICAL = ("Gender",)  # left out of `clinical` reports
-BUILDER = Builder(name="sprsound", version="1", compose=compose, record_id=record_id, subject_id=subject_id,
+BUILDER = Builder(name="sprsound", version="2", compose=compose, record_id=record_id, subject_id=subject_id,
                   read=read, required=("Record_Annotation",), non_clinical=NON_CLINICAL)

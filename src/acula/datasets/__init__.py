@@ -1,0 +1,31 @@
+"""One reader per corpus: a release folder, as published, -> `Recording`s (audio, subject, annotation).
+
+    from acula.datasets import read
+    result = read("sprsound", "/data")        # ReadResult: recordings, skipped (file, reason), notes
+
+Report builders, bench tasks and `corpus build` start from these readers, so a release layout is parsed
+in one place. A new corpus is one module here with `NAME`, `read(root) -> ReadResult`, added to READERS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from . import circor, sprsound
+from .base import (AUDIO_EXTENSIONS, AudioIndex, DatasetError, ReadResult, Recording, find_audio, read_table,
+                   require_audio)
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioIndex", "DatasetError", "READERS", "ReadResult", "Recording", "find_audio",
+           "read", "read_table", "require_audio"]
+
+READERS: dict[str, Callable[..., ReadResult]] = {circor.NAME: circor.read, sprsound.NAME: sprsound.read}
+
+
+def read(name: str, root: str | Path, strict: bool = False) -> ReadResult:
+    if name not in READERS:
+        raise DatasetError(f"unknown dataset {name!r}; readers: {', '.join(READERS)}")
+    result = READERS[name](root)
+    if strict:
+        result.raise_first()
+    return result
