@@ -387,6 +387,18 @@ def build_sprsound(root: Path, meta: Path) -> dict:
     return {"chosen": chosen, "diagnosis": {r["subject_id"]: diagnosis[r["subject_id"]] for r in chosen}}
 
 
+def build_yaseen(root: Path) -> dict:
+    """6 short synthetic clips per valve label, in the release's labels.csv layout (WAV for MR/MS, FLAC else)."""
+    rows = []
+    for k, label in enumerate(("MR", "MS", "MVP", "N")):
+        for i in range(6):
+            name = f"{label}/New_{label}_{i:03d}.{'wav' if label in ('MR', 'MS') else 'flac'}"
+            write_wav(root / "heart-yaseen" / name, seconds=1.5, sr=8000, seed=1300 + 10 * k + i)
+            rows.append({"path": name, "label": label})
+    write_csv(root / "heart-yaseen" / "labels.csv", rows)
+    return {"rows": rows}
+
+
 def build_all(root: Path, meta: Path) -> dict:
     """Every dataset's miniature under one data root."""
     return {
@@ -394,4 +406,5 @@ def build_all(root: Path, meta: Path) -> dict:
         "coughvid": build_coughvid(root, meta), "coviduk": build_coviduk(root), "coswara": build_coswara(root, meta),
         "mmlung": build_mmlung(root), "nosemic": build_nosemic(root), "circor": build_circor(root, meta),
         "zchsound": build_zchsound(root, meta), "sprsound": build_sprsound(root, meta),
+        "yaseen": build_yaseen(root),
     }

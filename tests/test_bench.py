@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 import miniature
+from numerics import assert_close, encoder_tol
 from acula.cli import main as cli_main
 from acula.encoders import create
 from acula.evaluate import bench
@@ -67,7 +68,7 @@ def test_registry_has_the_protocol_tasks_and_defaults():
     ids = [t.id for t in list_tasks()]
     assert ids == ["T1", "T2", "T5", "T6", "T7", "T8", "T9", "T10", "T11", *[f"T{i}" for i in range(13, 20)],
                    "circor-murmur", "circor-outcome", "sprsound-adventitious", "sprsound-4class", "sprsound-disease",
-                   "zchsound"]
+                   "yaseen-abnormal", "yaseen-4class", "zchsound"]
     assert resolve_tasks("t7,icbhi-copd,T1") == [get_task("T7"), get_task("T1")]
     with pytest.raises(KeyError, match="unknown task 'T3'"):
         resolve_tasks("T3")
@@ -272,6 +273,7 @@ def test_pad_whole_matches_opera_layouts():
     assert bench.pad_whole(seg, 2, "repeat") is seg
 
 
+@pytest.mark.numerics
 def test_whole_policy_embeds_the_trimmed_padded_recording(tmp_path):
     """CE/CT path through a fast stand-in encoder: same numbers as doing each step by hand."""
     from toy_encoder import ToyEncoder
@@ -291,7 +293,8 @@ def test_whole_policy_embeds_the_trimmed_padded_recording(tmp_path):
     wave, _ = frontend.trim_silence(load_audio(short), 60.0, 1600, 800)
     x = frontend.logmel(torch.from_numpy(bench.pad_whole(wave, 32000, "repeat"))[None])
     assert x.shape[1] == frontend.frames_for(32000)
-    np.testing.assert_allclose(emb.embeddings[0], enc.forward_feature(x)[0].detach().numpy(), rtol=1e-5)
+    want = enc.forward_feature(x)[0].detach()
+    assert_close(emb.embeddings[0], want, encoder_tol(enc, want, front_end=True), "embed_task vs by hand")
 
 
 # ---------------------------------------------------------------------------------------------- whole benchmark
@@ -333,7 +336,7 @@ def test_roc_scores_and_figures(full_run, tmp_path):
         seed0 = next(s for s in read_rows(full_run / "results_seeds.csv")
                      if s["metric"] == "AUROC" and s["seed"] == "0" and not s["std_folds"])  # a fixed test split
         y, score = z[f"{seed0['task']}/y"], z[f"{seed0['task']}/score"]
-    assert roc_auc_score(y, score[:, 1]) == pytest.approx(float(seed0["value"]), abs=1e-4)
+    assert roc_auc_score(y, score[:, 1]) == pytest.approx(float(seed0["value"]), abs=5e-5)  # the CSV's 4 decimals
     assert (full_run / "roc.png").stat().st_size > 1000
     out = tmp_path / "both.png"
     assert main(["figures", "roc", str(full_run / "roc_scores.npz"), str(full_run / "roc_scores.npz"),

@@ -14,7 +14,7 @@ from ._common import missing_package, run, selected_command
 COMMANDS = ("demo", "embed", "encoders", "align", "reports", "convert", "bench", "zeroshot", "finetune", "figures",
             "corpus", "analyze", "experiment")
 # commands whose flags are still defined in the library: imported only when the command line selects them
-LIBRARY_FLAGS = ("reports", "experiment")
+LIBRARY_FLAGS = ("reports",)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

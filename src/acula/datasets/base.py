@@ -100,8 +100,8 @@ def require_audio(path: str | Path, what: str = "") -> Path:
 
 def no_audio_error(dataset: str, folder: Path, first_missing: str) -> DatasetError:
     tried = ", ".join(first_missing + e for e in AUDIO_EXTENSIONS)
-    return DatasetError(f"{dataset}: no audio found under {folder}; the first listed recording is missing "
-                        f"(tried {tried})")
+    return DatasetError(f"{dataset}: no audio found under {folder}: the first listed recording {first_missing} "
+                        f"is missing (tried {tried})")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,12 +1,4 @@
-"""`acula experiment ...`: end-to-end experiments on real recordings, each writing results.json + a figure."""
+"""End-to-end experiments on real recordings (`acula experiment`), each writing results.json, a table and a figure.
 
-from __future__ import annotations
-
-
-def register_cli(subparsers) -> None:
-    """Add the `experiment` command group to the `acula` parser."""
-    from . import real_heart
-
-    p = subparsers.add_parser("experiment", help="end-to-end experiments on real recordings")
-    sub = p.add_subparsers(dest="experiment", required=True)
-    real_heart.register_cli(sub)
+`alignment` runs AcuLa on any configuration of report-bearing corpora and judges it on held-out subjects.
+"""

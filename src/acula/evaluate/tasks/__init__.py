@@ -69,6 +69,22 @@ PROMPTS = {
                          "Discontinuous popping sounds: crackles.", "Both wheezes and crackles are heard."),
                         ("No adventitious sounds.", "Continuous adventitious sounds.",
                          "Discontinuous adventitious sounds.", "Continuous and discontinuous adventitious sounds.")),
+    # the prompt sets of the real-heart experiment; class order MR, MS, MVP, N as in YASEEN_4CLASS
+    "yaseen-4class": (("mitral regurgitation", "mitral stenosis", "mitral valve prolapse", "normal heart"),
+                      ("Heart sounds of a patient with mitral regurgitation.", "Heart sounds of a patient with "
+                       "mitral stenosis.", "Heart sounds of a patient with mitral valve prolapse.",
+                       "Heart sounds of a healthy person."),
+                      ("holosystolic blowing murmur at the apex radiating to the axilla", "low-pitched diastolic "
+                       "rumble with an opening snap", "mid-systolic click and late systolic murmur",
+                       "normal S1 and S2, no murmur"),
+                      ("A leaking mitral valve.", "A narrowed mitral valve.", "A floppy mitral valve that bulges "
+                       "into the atrium.", "A healthy heart with normal valves."),
+                      ("Auscultation: systolic murmur of mitral regurgitation.", "Auscultation: diastolic murmur of "
+                       "mitral stenosis.", "Auscultation: click of mitral valve prolapse.",
+                       "Auscultation: normal heart sounds.")),
+    "yaseen-abnormal": (("normal heart", "heart valve disease"), ("Heart sounds of a healthy person.",
+                        "Heart sounds of a patient with mitral valve disease."),
+                        ("normal S1 and S2, no murmur", "a murmur, click or opening snap of a diseased mitral valve")),
     "sprsound-disease": (("healthy child", "pneumonia"),
                          ("A child without lung disease.", "A child with pneumonia."),
                          ("Control group.", "Community-acquired pneumonia.")),
@@ -143,6 +159,15 @@ def _register_builtin() -> None:
         register_task(Task(tid, tid, "SPRSound", "lung", target=target + "; Poor Quality left out", protocol=spr,
                            loader=loader, input_sec=sec(8.18, 8, 8), label_map=labels, batch_size=32,
                            prompts=PROMPTS[tid], **cls))
+    by_file = "file-wise 60/20/20 (stratified, seed 42): no patient ids are published"
+    register_task(Task("yaseen-abnormal", "yaseen-abnormal", "Yaseen heart valves", "heart",
+                       target="normal N 0 / MR, MS or MVP 1", protocol=by_file, loader=cardiac.yaseen_abnormal,
+                       input_sec=sec(4.064, 4, 4), label_map={"N": 0, "MR": 1, "MS": 1, "MVP": 1}, batch_size=32,
+                       prompts=PROMPTS["yaseen-abnormal"], **cls))
+    register_task(Task("yaseen-4class", "yaseen-4class", "Yaseen heart valves", "heart",
+                       target="MR / MS / MVP / N (macro AUROC)", protocol=by_file, loader=cardiac.yaseen_4class,
+                       input_sec=sec(4.064, 4, 4), label_map=cardiac.YASEEN_4CLASS, batch_size=32,
+                       prompts=PROMPTS["yaseen-4class"], **cls))
     register_task(Task("zchsound", "zchsound", "ZCHSound", "heart", target="NORMAL 0 / ASD, PDA, PFO or VSD 1",
                        protocol="recording-level 60/20/20 (stratified, seed 42)", loader=cardiac.zchsound,
                        input_sec=sec(8.18, 8, 8), label_map={"NORMAL": 0, "ASD": 1, "PDA": 1, "PFO": 1, "VSD": 1},

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ...datasets import circor as circor_reader
+from ...datasets import yaseen as yaseen_reader
 from .base import TaskData, TaskError, dataset_dir, find_file, make_split, read_csv_rows, subject_wise_split
 
 CIRCOR_LABELS = {"Absent": 0, "Present": 1}
@@ -55,6 +56,27 @@ def circor_outcome(root: Path) -> TaskData:
     """The patient's outcome on each of its recordings; the patient score is the mean over them."""
     label = lambda r: CIRCOR_OUTCOME.get(r.fields.get("Outcome", ""))  # noqa: E731
     return _circor(root, label, label, list(CIRCOR_OUTCOME), "outcome")
+
+
+YASEEN_4CLASS = {"MR": 0, "MS": 1, "MVP": 2, "N": 3}
+
+
+def _yaseen(root: Path, label_of, classes: list[str]) -> TaskData:
+    """No patient ids are published: each file is its own subject, so the split is by file."""
+    result = yaseen_reader.read(root)
+    notes = [f"skipped {f}: {why}" for f, why in result.skipped] + ["split by file: no patient ids are published"]
+    labels = np.array([label_of(r.fields["label"]) for r in result.recordings], int)
+    subjects = np.array([r.subject for r in result.recordings], str)
+    return TaskData([r.path for r in result.recordings], labels, subjects, subject_wise_split(labels, subjects, 42),
+                    classes=classes, notes=notes, root=str(root))
+
+
+def yaseen_abnormal(root: Path) -> TaskData:
+    return _yaseen(root, lambda y: int(y != "N"), ["normal", "valve disease"])
+
+
+def yaseen_4class(root: Path) -> TaskData:
+    return _yaseen(root, YASEEN_4CLASS.__getitem__, list(YASEEN_4CLASS))
 
 
 ZCH_DETAILS = ("Clean Heartsound Data Details.csv", "Noise Heartsound Data Details.csv")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ... import _io
-from . import bmd, circor, coswara, coughvid, coviduk, hflung, icbhi, kauh, sprsound, tr, zchsound
+from . import bmd, circor, coswara, coughvid, coviduk, hflung, icbhi, kauh, sprsound, tr, yaseen, zchsound
 from ._base import Builder, NothingToReport, Phrases, ReportInputError, raw, read_table
 
 __all__ = ["DATASETS", "BUILDERS", "build_reports", "build_report_table", "report_for", "findings_of",
@@ -49,6 +49,7 @@ BUILDERS: dict[str, Builder] = {
     "tr": tr.BUILDER,
     "coswara": coswara.BUILDER,
     "bmd": bmd.BUILDER,
+    "yaseen": yaseen.BUILDER,
 }
 # The synthetic corpus borrows the real column names, so it reuses the real builders; its rows
 # come as a plain table (or records), with no real-layout detection.
