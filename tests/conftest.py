@@ -14,6 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ACULA_SHARED", REPO.parent / "shared"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numerics: float comparisons with tolerances from tests/numerics.py, run under "
+                                       "every kernel path by `python tests/numerics.py`")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
