@@ -317,7 +317,7 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
         notes.append("labels: " + ", ".join(f"{i} = {c}" for i, c in enumerate(data.classes)))
     for n in notes:
         log(f"  note: {n}")
-    if strict and (missing := [n for n in notes if "not on disk" in n]):
+    if strict and (missing := [n for n in notes if "not on disk" in n or n.startswith("skipped ")]):
         raise TaskError(f"--strict: {missing[0]}")
     X, rows, skip_notes = task_features(encoder, task, data, out, checkpoint, batch_size, device, progress, log, memo)
     if strict and skip_notes:

@@ -105,26 +105,13 @@ def parse_meta_report(text: str) -> dict:
 
 
 def read_patient_txt(path: Path) -> dict:
-    """PhysioNet `{pid}.txt`: 'pid n fs', n lines 'loc hea wav tsv', then '#Key: value' lines."""
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    head = lines[0].split() if lines else []
-    if len(head) < 2 or not head[1].isdigit():
-        raise ReportInputError(f"{path}: first line should be 'patient_id n_locations fs', got {lines[:1]!r}")
-    n = int(head[1])
-    recs = []
-    for ln in lines[1:1 + n]:
-        parts = ln.split()
-        if len(parts) < 3:
-            raise ReportInputError(f"{path}: location line should be 'loc hea wav tsv', got {ln!r}")
-        recs.append((parts[0], Path(parts[2]).stem))
-    rec: dict = {"Patient ID": head[0], "Recording locations:": "+".join(loc for loc, _ in recs), "_recordings": recs}
-    for ln in lines[1 + n:]:
-        if ln.startswith("#") and ":" in ln:
-            key, _, value = ln[1:].partition(":")
-            rec[key.strip()] = value.strip()
-    if "Murmur" not in rec:
-        raise ReportInputError(f"{path}: no '#Murmur:' line")
-    return rec
+    """PhysioNet `{pid}.txt` through the dataset reader, as a patient record of this builder."""
+    try:
+        fields, recordings = reader.read_patient_txt(path)
+    except reader.DatasetError as e:
+        raise ReportInputError(str(e)) from None
+    locs = "+".join(loc for loc, _ in recordings)
+    return {**fields, "Recording locations:": locs, "_recordings": recordings}
 
 
 def expand_locations(records: list[dict]) -> list[dict]:
