@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -316,7 +317,9 @@ def load_corpus(spec: CorpusSpec, cfg: ExperimentConfig, log) -> Corpus:
     pool = {t: (a[keep], b[keep], how) for t, (a, b, how) in pool.items()}
     # stratified by every task's label at once, so each task finds each of its classes on both sides
     joint = np.unique(np.stack([labels[t] for t in spec.tasks], axis=1), axis=0, return_inverse=True)[1].ravel()
-    _, test = subject_split(subjects, cfg.heldout_fraction, cfg.split_seed, labels=joint)
+    with warnings.catch_warnings():  # rare label combinations: stratification is best-effort, which is fine
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, test = subject_split(subjects, cfg.heldout_fraction, cfg.split_seed, labels=joint)
     heldout = np.zeros(len(paths), bool)
     heldout[test] = True
     report_rows = {p: by_path[p] for p, h in zip(paths, heldout) if p in by_path and not h}
@@ -355,14 +358,19 @@ def probe(X: np.ndarray, c: Corpus, task: str, cfg: ExperimentConfig) -> dict:
                          "keep more recordings per subject")
     a, b = train_val_split(len(tr), 0.2, 1337, groups=c.subjects[tr], stratify=y[tr])
     values, pooled = [], []
-    for s in cfg.probe_seeds:
-        p = LinearProbe(task="classification", seed=s, lr=cfg.probe_lr, epochs=cfg.probe_epochs)
-        p.fit(X[tr[a]], y[tr[a]], X[tr[b]], y[tr[b]])
-        proba = p.predict_proba(X[te])
-        values.append(auroc(np.searchsorted(p.classes_, y[te]), proba))
-        if task in c.pool:
-            ids, plab, how = c.pool[task]
-            pooled.append(pooled_auroc(proba, ids[te], plab[te], how))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a linear head on 1024-d features: a second thread only adds overhead
+    try:
+        for s in cfg.probe_seeds:
+            p = LinearProbe(task="classification", seed=s, lr=cfg.probe_lr, epochs=cfg.probe_epochs)
+            p.fit(X[tr[a]], y[tr[a]], X[tr[b]], y[tr[b]])
+            proba = p.predict_proba(X[te])
+            values.append(auroc(np.searchsorted(p.classes_, y[te]), proba))
+            if task in c.pool:
+                ids, plab, how = c.pool[task]
+                pooled.append(pooled_auroc(proba, ids[te], plab[te], how))
+    finally:
+        torch.set_num_threads(threads)
     out = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values,
            "n_train": int(len(tr)), "n_test": int(len(te)), "n_test_subjects": int(len(set(c.subjects[te])))}
     if pooled:
@@ -476,7 +484,7 @@ def _run(cfg: ExperimentConfig, log) -> dict:
     results: dict[str, dict] = {arm: {} for arm in ARMS if arm == "initial" or arm in targets or arm == "baseline"}
     zero: dict[str, dict] = {}
     f0 = feats_of(init)
-    evaluate(results, zero, "initial", None, f0, text, corpora, offset, align_idx, prompts, cfg)
+    evaluate(results, zero, "initial", None, f0, text, corpora, offset, align_idx, prompts, cfg, log)
     lam = cfg.train.lambda_align or 1.0
     plan = [("baseline", 0.0, text)] + [(a, lam, targets[a]) for a in ("aligned", "published", "label_cka")
                                         if a in targets]
@@ -489,7 +497,7 @@ def _run(cfg: ExperimentConfig, log) -> dict:
             save_encoder(model.encoder, out / "encoders" / f"{arm}-seed{seed}.safetensors")
             f = feats_of(model.encoder)
             evaluate(results, zero, arm, model if arm in ("aligned", "published") else None, f, tgt, corpora,
-                     offset, align_idx, prompts, cfg)
+                     offset, align_idx, prompts, cfg, log)
     summary = summarise(results, zero, corpora)
     summary.update({
         "wall_seconds": time.time() - t0, "seeds": list(cfg.seeds), "probe_seeds": list(cfg.probe_seeds),
@@ -522,9 +530,10 @@ def label_targets(corpora: list[Corpus], offset: np.ndarray, align_idx: np.ndarr
     return np.concatenate(blocks, axis=1)[align_idx]
 
 
-def evaluate(results, zero, arm, model, f, text, corpora, offset, align_idx, prompts, cfg) -> None:
+def evaluate(results, zero, arm, model, f, text, corpora, offset, align_idx, prompts, cfg, log=print) -> None:
     """Probe every task on this arm's features; zero-shot through the heads of a report-aligned arm (raw
     features to raw teacher embeddings for the initial encoder)."""
+    t0 = time.time()
     for k, c in enumerate(corpora):
         X = f[offset[k]:offset[k + 1]]
         in_corpus = (align_idx >= offset[k]) & (align_idx < offset[k + 1])
@@ -540,6 +549,8 @@ def evaluate(results, zero, arm, model, f, text, corpora, offset, align_idx, pro
                 tt = heads(model, text[in_corpus], model.language_projection)
                 p = [heads(model, q, model.language_projection) for q in prompts[t]]
             zero.setdefault(arm, {}).setdefault(t, []).append(zero_shot(a, tt, rows, c, t, p))
+    log(f"  {ARM_NAMES[arm]}: " + ", ".join(f"{t} {results[arm][t][-1]['mean']:.3f}" for c in corpora
+                                            for t in c.spec.tasks) + f" ({time.time() - t0:.0f} s)")
 
 
 def summarise(results: dict, zero: dict, corpora: list[Corpus]) -> dict:
@@ -606,8 +617,12 @@ def plot(summary: dict, path: Path) -> None:
     colours = {"initial": "#bbbbbb", "baseline": "#7a9cc6", "aligned": "#d9822b", "published": "#b05f9e",
                "label_cka": "#8fbc8f"}
     tasks = summary["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks), 3.4), squeeze=False)
-    for ax, e in zip(axes[0], tasks):
+    rows = 1 if len(tasks) <= 4 else 2
+    cols = -(-len(tasks) // rows)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    for ax, e in zip(axes.flat, tasks):
         arms = [a for a in ARMS if a in e]
         for j, a in enumerate(arms):
             ax.bar(j, e[a]["mean"], yerr=e[a]["std"], color=colours[a], capsize=3)
@@ -615,8 +630,9 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xticks(range(len(arms)), [{"initial": "init", "baseline": "MAM", "aligned": "acula",
                                           "published": "publ.", "label_cka": "labels"}[a] for a in arms],
                       rotation=45, fontsize=8)
-        lo = min(min(e[a]["mean"] for a in arms), 0.5)
-        ax.set_ylim(lo - 0.05, min(1.0, max(e[a]["mean"] + e[a]["std"] for a in arms) + 0.05))
+        lo = min(min(min(e[a]["per_seed"]) for a in arms), 0.5)
+        hi = max(max(max(e[a]["per_seed"]) + e[a]["std"] for a in arms), 0.5)
+        ax.set_ylim(lo - 0.04, min(1.0, hi + 0.04))
         ax.axhline(0.5, color="k", lw=0.5, ls=":")
         ax.set_title(e["task"].replace("@", "\n@"), fontsize=8)
     fig.suptitle(f"{summary['encoder']}: probe AUROC on held-out subjects, mean ± std over "
