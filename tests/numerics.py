@@ -24,6 +24,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def _run(paths: list[str], out_dir: str, pytest_args: list[str]) -> None:
 
 
 def table(out_dir: str) -> str:
-    """Markdown: per test, the worst deviation and its share of the tolerance on each kernel path."""
+    """Markdown: per test (all its cases), the worst deviation and its share of the tolerance on each kernel path."""
     rows: dict[str, dict[str, dict]] = {}
     caps: dict[str, str] = {}
     for name in PATHS:
@@ -196,7 +197,8 @@ def table(out_dir: str) -> str:
             for line in f:
                 r = json.loads(line)
                 caps[name] = r["capability"]
-                test = r["test"].split("::", 1)[-1]
+                file, _, func = r["test"].partition("::")
+                test = f"{Path(file).stem}::{func.split('[', 1)[0]}"  # parametrised cases: their worst
                 best = rows.setdefault(test, {}).get(name)
                 if best is None or r["ratio"] > best["ratio"]:
                     rows[test][name] = r

@@ -23,6 +23,7 @@ from acula.data import features
 from acula.data.features import FeatureCache, build_feature_cache, cache_fingerprint
 from acula.encoders.base import InputContract
 from acula.extract import read_clip
+from numerics import assert_close, encoder_tol
 
 ACULA = InputContract()
 SHORT = InputContract(window_seconds=1.0)  # 32-frame windows: cheap log-mels for the bulk tests
@@ -327,9 +328,10 @@ def test_reading_memory_does_not_grow_with_the_corpus(tmp_path, audio):
     assert peak < 4 * batch_bytes + 256 * 1024
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("policy", ["acula", "opera"])
 def test_embed_reads_the_cache_and_matches_direct_extraction(tmp_path, audio, policy):
-    """`acula embed --feature-cache` decodes once and gives the embeddings of the direct path (≤ 1e-5),
+    """`acula embed --feature-cache` decodes once and gives the embeddings of the direct path (to rounding),
     with the same skips in the same order; a second encoder reuses the cache without decoding."""
     from acula.cli import main
     from acula.encoders import create
@@ -347,7 +349,9 @@ def test_embed_reads_the_cache_and_matches_direct_extraction(tmp_path, audio, po
         assert list(a["paths"]) == list(b["paths"]) and len(a["paths"]) == 4
         assert list(a["skipped_paths"]) == list(b["skipped_paths"]) == [audio["silent"], audio["missing"]]
         assert list(a["skipped_reasons"]) == list(b["skipped_reasons"])
-        np.testing.assert_allclose(a["embeddings"], b["embeddings"], atol=1e-5)
+        # the same weights; the cache builder's log-mel (its own batches) and the encoder's batches may round otherwise
+        tol = encoder_tol(create("opera-gt", preset="tiny"), a["embeddings"], front_end=True)
+        assert_close(a["embeddings"], b["embeddings"], tol, f"{policy}: cached vs direct")
     stamp = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert main(["embed", *paths, *enc, "--feature-cache", str(cache), "--out", str(tmp_path / "again.npz")]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # read, not rebuilt

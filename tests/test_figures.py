@@ -9,6 +9,7 @@ from matplotlib.image import imread
 from acula.evaluate.bench import RESULT_COLUMNS
 from acula.evaluate.figures import (DPI, PANEL_INCHES, bar_figure, bars_from_results, embedding_map, probe_scores,
                                    roc_figure, roc_points)
+from numerics import Shape, reorder_tol
 
 
 def _check_png(path, width_in, height_in):
@@ -31,7 +32,8 @@ def test_roc_figure_from_probe_probabilities(tmp_path):
     yb = (y == 0).astype(int)
     tr, va, te = np.arange(0, 50), np.arange(50, 65), np.arange(65, 90)
     proba = probe_scores(X[tr], yb[tr], X[va], yb[va], X[te], epochs=20, lr=1e-2)
-    assert proba.shape == (25, 2) and np.allclose(proba.sum(1), 1.0)
+    assert proba.shape == (25, 2)
+    assert np.abs(proba.sum(1) - 1.0).max() <= reorder_tol(1.0, Shape(2, 2))  # a float32 softmax of 2 classes
     rng = np.random.default_rng(1)
     curves = {
         "binary task": {"probe": (yb[te], proba), "random": (yb[te], rng.uniform(size=25))},

@@ -13,6 +13,9 @@ import torch
 import transformers
 
 from acula.text.teacher import Teacher, pool, resolve_minilm_path
+from numerics import Shape, assert_close, net_shape, reorder_tol, scale_of
+
+pytestmark = pytest.mark.numerics
 
 SHORT = "Normal heart sounds."
 LONG = ("Auscultation at the mitral area reveals a grade 3 holosystolic murmur radiating to the axilla, "
@@ -42,6 +45,11 @@ def manual(teacher: Teacher, text: str, layer: int, pooling: str) -> np.ndarray:
     return {"mean": h.mean(0), "last": h[-1], "cls": h[0]}[pooling].numpy()
 
 
+def tol(teacher: Teacher, *arrays) -> float:
+    """Two float32 runs of the LM (another batch, padding, kernel or CPU) on values of `arrays`' size."""
+    return reorder_tol(scale_of(*arrays), net_shape(teacher.model, tokens=teacher.max_length or 512))
+
+
 def n_tokens(teacher: Teacher, text: str) -> int:
     return len(teacher.tokenizer(text)["input_ids"])
 
@@ -69,10 +77,10 @@ def test_pooling_ignores_padding(pooling):
     assert n_tokens(t, LONG) > 3 * n_tokens(t, SHORT)  # SHORT gets mostly padding in the batch
     alone = t.encode([SHORT])[0]
     batched = t.encode([LONG, SHORT, LONG])
-    np.testing.assert_allclose(batched[1], alone, atol=1e-5)
-    np.testing.assert_allclose(batched[0], batched[2], atol=1e-5)
-    np.testing.assert_allclose(alone, manual(t, SHORT, -1, pooling), atol=1e-5)
-    np.testing.assert_allclose(batched[0], manual(t, LONG, -1, pooling), atol=1e-5)
+    assert_close(batched[1], alone, tol(t, batched), "padded vs alone")
+    assert_close(batched[0], batched[2], tol(t, batched), "same text twice in a batch")
+    assert_close(alone, manual(t, SHORT, -1, pooling), tol(t, alone), "vs by hand")
+    assert_close(batched[0], manual(t, LONG, -1, pooling), tol(t, batched), "vs by hand")
 
 
 def test_mask_aware_mean_differs_from_published_padded_mean(minilm):
@@ -90,12 +98,13 @@ def test_pool_handles_left_and_right_padding():
     h = torch.randn(2, 5, 3)
     right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    torch.testing.assert_close(pool(h, right, "mean")[0], h[0, :3].mean(0))
-    torch.testing.assert_close(pool(h, left, "mean")[0], h[0, 2:].mean(0))
-    torch.testing.assert_close(pool(h, right, "last"), torch.stack([h[0, 2], h[1, 4]]))
-    torch.testing.assert_close(pool(h, left, "last"), torch.stack([h[0, 4], h[1, 4]]))
-    torch.testing.assert_close(pool(h, right, "cls"), torch.stack([h[0, 0], h[1, 0]]))
-    torch.testing.assert_close(pool(h, left, "cls"), torch.stack([h[0, 2], h[1, 0]]))
+    mean_tol = reorder_tol(scale_of(h), Shape(1, 5))  # a masked mean of <= 5 tokens, maybe summed otherwise
+    assert_close(pool(h, right, "mean")[0], h[0, :3].mean(0), mean_tol, "mean, right padding")
+    assert_close(pool(h, left, "mean")[0], h[0, 2:].mean(0), mean_tol, "mean, left padding")
+    assert torch.equal(pool(h, right, "last"), torch.stack([h[0, 2], h[1, 4]]))  # picked tokens: exact
+    assert torch.equal(pool(h, left, "last"), torch.stack([h[0, 4], h[1, 4]]))
+    assert torch.equal(pool(h, right, "cls"), torch.stack([h[0, 0], h[1, 0]]))
+    assert torch.equal(pool(h, left, "cls"), torch.stack([h[0, 2], h[1, 0]]))
     with pytest.raises(ValueError, match="pooling"):
         pool(h, right, "max")
 
@@ -103,17 +112,17 @@ def test_pool_handles_left_and_right_padding():
 def test_sorted_batches_come_back_in_input_order(minilm):
     one_by_one = np.stack([minilm.encode([t])[0] for t in TEXTS])
     small = Teacher("minilm", batch_size=2, progress=False)
-    np.testing.assert_allclose(small.encode(TEXTS), one_by_one, atol=1e-5)
-    np.testing.assert_allclose(minilm.encode(TEXTS[::-1]), one_by_one[::-1], atol=1e-5)
+    assert_close(small.encode(TEXTS), one_by_one, tol(small, one_by_one), "batches of 2 vs one by one")
+    assert_close(minilm.encode(TEXTS[::-1]), one_by_one[::-1], tol(minilm, one_by_one), "reversed vs one by one")
 
 
 def test_layers(minilm):
     all_layers = minilm.encode_layers(TEXTS[:2])
     assert all_layers.shape == (7, 2, 384) and all_layers.dtype == np.float32
-    np.testing.assert_allclose(all_layers[-1], minilm.encode(TEXTS[:2]), atol=1e-6)
-    np.testing.assert_allclose(all_layers[2, 0], manual(minilm, TEXTS[0], 2, "mean"), atol=1e-5)
+    assert_close(all_layers[-1], minilm.encode(TEXTS[:2]), tol(minilm, all_layers), "last layer vs encode")
+    assert_close(all_layers[2, 0], manual(minilm, TEXTS[0], 2, "mean"), tol(minilm, all_layers), "layer 2 by hand")
     mixed = Teacher("minilm", layer=[-1, 2, 0], progress=False)
-    np.testing.assert_allclose(mixed.encode(TEXTS[:2]), all_layers[[6, 2, 0]].mean(0), atol=1e-5)
+    assert_close(mixed.encode(TEXTS[:2]), all_layers[[6, 2, 0]].mean(0), tol(minilm, all_layers), "mean of layers")
     assert Teacher("minilm", layer=6).key == minilm.key  # 6 and -1 name the same state
     for bad in (7, -8, [], [0, 9], 1.5):
         with pytest.raises(ValueError, match="layer"):
@@ -201,13 +210,13 @@ def test_tiny_decoder_lm(tmp_path, bert_tokenizer):
         alone = t.encode([SHORT])[0]
         batched = t.encode([LONG, SHORT])
         assert batched.shape == (2, 48) and np.isfinite(batched).all()
-        np.testing.assert_allclose(batched[1], alone, atol=1e-5)
+        assert_close(batched[1], alone, tol(t, batched), "padded vs alone")
         # same weights as the checkpoint we saved, not a fresh random init
         enc = bert_tokenizer([SHORT], return_tensors="pt")
         with torch.no_grad():
             h = lm.model(input_ids=enc["input_ids"]).last_hidden_state[0]
         ref = h[-1] if pooling == "last" else h.mean(0)
-        np.testing.assert_allclose(alone, ref.numpy(), atol=1e-5)
+        assert_close(alone, ref, tol(t, ref), "vs the saved model")
         assert json.loads(t.key)["model"] == "local"
 
     # a checkpoint missing a weight must not load with that weight left random
@@ -246,7 +255,7 @@ def test_tiny_image_text_to_text_keeps_only_the_language_model(tmp_path, bert_to
     enc = bert_tokenizer([SHORT], return_tensors="pt")
     with torch.no_grad():
         ref = full.model.language_model(input_ids=enc["input_ids"]).last_hidden_state[0, -1]
-    np.testing.assert_allclose(e[1], ref.numpy(), atol=1e-5)
+    assert_close(e[1], ref, tol(t, ref), "vs the full model's language model")
 
 
 def smollm2_gguf() -> Path | None:
@@ -268,6 +277,6 @@ def test_smollm2_gguf():
     e = t.encode([LONG, SHORT])
     assert e.shape == (2, 576) and e.dtype == np.float32 and np.isfinite(e).all()
     assert np.abs(e).max() > 0 and np.abs(e[0] - e[1]).max() > 1e-2
-    np.testing.assert_allclose(e[1], t.encode([SHORT])[0], atol=1e-4)
+    assert_close(e[1], t.encode([SHORT])[0], tol(t, e), "padded vs alone")
     assert json.loads(t.key)["gguf_file"] == path.name
     print(f"SmolLM2 GGUF load + encode on CPU: {time.perf_counter() - start:.1f} s")
