@@ -244,19 +244,6 @@ def read_csv_rows(path: Path, required: tuple[str, ...] = (), sep: str | None = 
     return rows
 
 
-def read_tsv_pairs(path: Path) -> dict[str, str]:
-    """Two-column whitespace-separated table (ICBHI's .txt files, CRLF or LF) -> {first: second}."""
-    out = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 2:
-            raise TaskError(f"{path}: line {n} should have two columns, got {line!r}")
-        out[fields[0]] = fields[1]
-    return out
-
-
 _XLSX_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ...datasets import icbhi as icbhi_reader
 from .base import (PARTS, TaskData, TaskError, carve_val, class_names, dataset_dir, existing, find_file,
-                   load_name_list, make_split, read_csv_rows, read_tsv_pairs, read_xlsx_rows, require_file,
+                   load_name_list, make_split, read_csv_rows, read_xlsx_rows, require_file,
                    split_file_folders, split_subjects_sklearn, subject_wise_split)
 
 
@@ -199,8 +200,8 @@ def icbhi(root: Path) -> TaskData:
     wavs = sorted(audio.glob("*.wav"))
     if not wavs:
         raise TaskError(f"ICBHI 2017: no recordings, expected {audio}/*.wav")
-    diagnosis = read_tsv_pairs(require_file("ICBHI_Challenge_diagnosis.txt", d, audio, what="ICBHI 2017"))
-    official = read_tsv_pairs(require_file("ICBHI_challenge_train_test.txt", d, audio, what="ICBHI 2017"))
+    diagnosis = icbhi_reader.read_diagnosis(require_file("ICBHI_Challenge_diagnosis.txt", d, audio, what="ICBHI 2017"))
+    official = icbhi_reader.read_split(require_file("ICBHI_challenge_train_test.txt", d, audio, what="ICBHI 2017"))
     notes: list[str] = []
     paths, labels, subjects, split, unlisted = [], [], [], [], 0
     for w in wavs:

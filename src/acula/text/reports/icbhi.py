@@ -10,13 +10,13 @@ tab/space separated, "NA"), the per-recording annotation files `{pid}_{idx}_{loc
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
+from ...datasets import icbhi as reader
 from ._base import (Builder, NothingToReport, Phrases, Report, ReportInputError, age_from_years, as_float, clean,
                     columns_of, expand_paths, fmt_num, raw, read_table, sex_of, unknown_file, with_article)
 
-STEM = re.compile(r"^(\d+)_([0-9A-Za-z]+)_(Tc|Al|Ar|Pl|Pr|Ll|Lr)_(sc|mc)_(AKGC417L|LittC2SE|Litt3200|Meditron)$")
+STEM = reader.STEM
 LOCATION = {"Tc": "trachea", "Al": "anterior left", "Ar": "anterior right", "Pl": "posterior left",
             "Pr": "posterior right", "Ll": "lateral left", "Lr": "lateral right"}
 MODE = {"sc": "sequential/single channel", "mc": "simultaneous/multichannel"}
@@ -68,22 +68,15 @@ class _Sources:
                                       "*cycles*.csv")):
             name = p.name.lower()
             if STEM.match(p.stem) and p.suffix.lower() == ".txt":
-                self.annotations[p.stem] = _read_annotation(p)
+                self.annotations[p.stem] = reader.read_cycles(p)
             elif "Crackles" in columns_of(p):
                 self.table.extend(read_table(p, required=CYCLE_TABLE_COLUMNS))
             elif "train_test" in name:
-                for stem, split in _split_lines(p, 2):
-                    if not STEM.match(stem):
-                        raise ReportInputError(f"{p}: {stem!r} is not an ICBHI recording name")
-                    self.split[stem] = split
+                self.split.update(reader.read_split(p))
             elif "diagnosis" in name:
-                for pid, diag in _split_lines(p, 2):
-                    if pid.isdigit():
-                        self.diagnosis[pid] = diag
+                self.diagnosis.update(reader.read_diagnosis(p))
             elif "demographic" in name:
-                for fields in _split_lines(p, 3, keep_all=True):
-                    if fields[0].isdigit():
-                        self.demographics[fields[0]] = {"Age": fields[1], "Sex": fields[2]}
+                self.demographics.update(reader.read_demographics(p))
             else:
                 raise unknown_file(p, "ICBHI", "ICBHI_challenge_train_test.txt, ICBHI_Challenge_diagnosis.txt, "
                                    "ICBHI_Challenge_demographic_information.txt, {pid}_{idx}_{loc}_{mode}_{equip}.txt "
@@ -96,34 +89,6 @@ class _Sources:
         if pid in self.diagnosis:
             out["Diagnosis"] = self.diagnosis[pid]
         return out
-
-
-def _split_lines(path: Path, min_fields: int, keep_all: bool = False) -> list:
-    """Headerless ICBHI tables: tab separated (Kaggle copies: comma or spaces)."""
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()):
-        if not line.strip():
-            continue
-        sep = "\t" if "\t" in line else ("," if "," in line else None)
-        fields = [f.strip() for f in line.split(sep)]
-        if len(fields) < min_fields:
-            raise ReportInputError(f"{path}: line {i + 1} has {len(fields)} fields, expected {min_fields}: {line!r}")
-        if i == 0 and not fields[0][:1].isdigit():
-            continue  # a header line (Kaggle copies have one)
-        out.append(fields if keep_all else fields[:min_fields])
-    return out
-
-
-def _read_annotation(path: Path) -> list[dict]:
-    cycles = []
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) < 4:
-            raise ReportInputError(f"{path}: line {i + 1} should be 'start end crackles wheezes', got {line!r}")
-        cycles.append({"Cycle_Start": f[0], "Cycle_End": f[1], "Crackles": f[2], "Wheezes": f[3]})
-    return cycles
 
 
 def _stem_fields(stem: str) -> dict:
