@@ -21,15 +21,23 @@ PIP_NAMES = {
 
 
 def add_encoder_args(p: argparse.ArgumentParser) -> None:
-    """--encoder, --preset, --checkpoint, --trust-checkpoint, --allow-missing-decoder, --hf-model."""
+    """--encoder, --preset, --checkpoint, --pretrained, --trust-checkpoint, --allow-missing-decoder, --hf-model."""
     p.add_argument("--encoder", default="opera-gt", help="registered encoder name (see `acula encoders`)")
     p.add_argument("--preset", default=None, help="size preset, e.g. base or tiny")
     p.add_argument("--checkpoint", default=None, help="weights: .ckpt/.pt/.safetensors/.tflite or hf://owner/repo/file")
+    add_pretrained_arg(p)
     add_trust_checkpoint(p)
     p.add_argument("--allow-missing-decoder", action="store_true",
                    help="accept an encoder-only checkpoint (features work; masked-audio modelling starts fresh)")
     p.add_argument("--hf-model", default=None, metavar="DIR_OR_ID",
                    help="hf-ast / hf-clap: the Hugging Face model, a local directory or a hub id")
+
+
+def add_pretrained_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="NAME_OR_REPO",
+                   help="published weights through the Hugging Face hub, cached and pinned: alone, the encoder's own "
+                        "(opera-gt/ct/ce); or a published name (acula), an `acula publish` repo OWNER/NAME[@REVISION] "
+                        "or its local folder (docs/convert.md)")
 
 
 def add_trust_checkpoint(p: argparse.ArgumentParser,
@@ -66,8 +74,13 @@ def encoder_from_args(args: argparse.Namespace):
     opts = {"preset": args.preset} if args.preset else {}
     if getattr(args, "hf_model", None):
         opts["model"] = args.hf_model
-    return create(args.encoder, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint,
-                  allow_missing_decoder=getattr(args, "allow_missing_decoder", False), **opts)
+    pretrained = getattr(args, "pretrained", None)
+    encoder = create(args.encoder, checkpoint=args.checkpoint, pretrained=pretrained,
+                     trust_checkpoint=args.trust_checkpoint,
+                     allow_missing_decoder=getattr(args, "allow_missing_decoder", False), **opts)
+    if pretrained:  # outputs record the weights as a source that reads the same bytes again (hf://OWNER/NAME@COMMIT/F)
+        args.checkpoint = encoder.config["pretrained"]["uri"]
+    return encoder
 
 
 def resolve_device(name: str) -> str:

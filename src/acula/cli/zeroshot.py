@@ -12,7 +12,7 @@ from ._common import add_device_arg, add_trust_checkpoint, resolve_device
 def register(sub) -> None:
     p = sub.add_parser("calibrate", help="fit the audio->text map of an aligned checkpoint on its alignment "
                                          "pairs (for zero-shot and retrieval)")
-    p.add_argument("--checkpoint", required=True, help="AcuLa alignment checkpoint (acula_final.pt)")
+    add_aligned_source_args(p)
     p.add_argument("--manifest", required=True, help="the alignment manifest (audio_path, Gen_Report)")
     p.add_argument("--exclude-subjects", default=None, help="subject ids left out of alignment (as for acula align)")
     p.add_argument("--out", default=None, help="output file (default: <checkpoint>.calibration.safetensors)")
@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def add_joint_space_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `acula zeroshot` and `acula retrieve`."""
-    p.add_argument("--checkpoint", required=True, help="AcuLa alignment checkpoint (acula_final.pt)")
+    add_aligned_source_args(p)
     p.add_argument("--manifest", required=True, help="CSV of the recordings to evaluate (audio_path, ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--similarity", choices=["calibrated", "raw", "both"], default="calibrated",
@@ -60,8 +60,29 @@ def add_joint_space_args(p: argparse.ArgumentParser) -> None:
     add_trust_checkpoint(p, "allow full unpickling of the checkpoint (only for files you trust)")
 
 
+def add_aligned_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="AcuLa alignment checkpoint (acula_final.pt)")
+    p.add_argument("--pretrained", default=None, metavar="NAME_OR_REPO",
+                   help="instead of --checkpoint, published weights with both projection heads, through the Hugging "
+                        "Face hub: acula (tsnngw/AcuLa), an `acula publish` repo OWNER/NAME[@REVISION] or its folder")
+
+
+def aligned_checkpoint(args: argparse.Namespace) -> str:
+    """--checkpoint, or --pretrained fetched now and given as a source pinned to its commit (hf://OWNER/NAME@C/F)."""
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise ValueError("give the aligned model with --checkpoint FILE or --pretrained NAME_OR_REPO (one of them)")
+    if args.checkpoint is not None:
+        return args.checkpoint
+    from ..encoders.hub import aligned_source
+
+    args.checkpoint = aligned_source(args.pretrained)
+    return args.checkpoint
+
+
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     from ..evaluate.zeroshot import run_zeroshot, similarity_modes
+
+    aligned_checkpoint(args)
 
     scale = {} if args.logit_scale is None else {"logit_scale": args.logit_scale}
     run_zeroshot(args.checkpoint, args.manifest, args.label_column, args.out, prompts=args.prompts,
@@ -76,8 +97,10 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..evaluate.zeroshot import default_calibration_path, fit_calibration, load_aligned, teacher_for
 
+    if args.pretrained and not args.out:
+        raise ValueError("--pretrained: pass --out FILE for the calibration (the Hugging Face cache is not the place)")
     device = resolve_device(args.device)
-    model, ck = load_aligned(args.checkpoint, args.trust_checkpoint, device)
+    model, ck = load_aligned(aligned_checkpoint(args), args.trust_checkpoint, device)
     tch = teacher_for(ck, args.teacher, device)
     excluded = None
     if args.exclude_subjects:
@@ -95,6 +118,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     from ..evaluate.retrieval import run_retrieval
     from ..evaluate.zeroshot import similarity_modes
 
+    aligned_checkpoint(args)
     run_retrieval(args.checkpoint, args.manifest, args.out, text_column=args.text_column,
                   similarities=similarity_modes(args.similarity), calibration=args.calibration,
                   align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,

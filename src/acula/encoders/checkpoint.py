@@ -108,19 +108,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
         raise CheckpointError(f"{text}: expected hf://owner/repo/path/in/repo")
     repo, _, revision = f"{parts[0]}/{parts[1]}".partition("@")
     filename = "/".join(parts[2:])
-    from huggingface_hub import hf_hub_download
+    from .hub import download_file  # the HF cache, offline handling and the sha256 check of `--pretrained`
 
-    # huggingface_hub reads HF_HUB_OFFLINE once at import; read it here so a later setting still counts
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision or None, local_files_only=offline))
-    except Exception as e:  # network, auth, missing repo/file: all end the same way for the user
-        why = ("offline mode (HF_HUB_OFFLINE=1) and the file is not in the local Hugging Face cache"
-               if offline else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise CheckpointError(
-            f"cannot fetch {filename!r} from Hugging Face repo {repo!r}: {why}. Check the name, your network "
-            "and access rights, or download the file and pass its local path."
-        ) from e
+    return download_file(repo, filename, revision or "main")[0]
 
 
 def read_checkpoint(source: str | os.PathLike | Checkpoint, trust_checkpoint: bool = False) -> Checkpoint:
@@ -348,8 +338,11 @@ def save_encoder(
     path: str | os.PathLike,
     projection_heads: dict[str, dict[str, torch.Tensor]] | None = None,
     include_decoder: bool = True,
+    extra_config: dict[str, Any] | None = None,
+    config_path: str | os.PathLike | None = None,
 ) -> Path:
-    """Write `model`'s weights as safetensors (config JSON in its metadata) plus a sidecar `<stem>.json`."""
+    """Write `model`'s weights as safetensors (config JSON in its metadata) plus a sidecar `<stem>.json`
+    (or `config_path`); `extra_config` (teacher, heads, training, ... for `acula publish`) joins the config."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -360,10 +353,11 @@ def save_encoder(
                if include_decoder or not (prefixes and k.startswith(prefixes))}
     for name, state in (projection_heads or {}).items():
         tensors.update({f"{HEAD_PREFIX}{name}.{k}": v.detach().cpu().clone().contiguous() for k, v in state.items()})
-    config = json.dumps(encoder_config(model, decoder=include_decoder or not prefixes), indent=2, default=str)
+    config = json.dumps({**encoder_config(model, decoder=include_decoder or not prefixes), **(extra_config or {})},
+                        indent=2, default=str)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"acula_config": config})
-    write_text(path.with_suffix(".json"), config + "\n")
+    write_text(Path(config_path) if config_path else path.with_suffix(".json"), config + "\n")
     return path
 
 

@@ -44,10 +44,23 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool = False,
-           allow_missing_decoder: bool = False, **options: Any) -> AudioEncoder:
-    """Build encoder `name`; load `checkpoint` strictly if given (see `acula.encoders.checkpoint`)."""
+def create(name: str, checkpoint: str | None = None, *, pretrained: bool | str | dict | None = None,
+           trust_checkpoint: bool = False, allow_missing_decoder: bool = False, **options: Any) -> AudioEncoder:
+    """Build encoder `name`; load `checkpoint` strictly if given (see `acula.encoders.checkpoint`).
+
+    `pretrained=True` (or a published name such as "acula", an `acula publish` repo "OWNER/NAME", or its local
+    folder) fetches published weights through the Hugging Face hub instead (`acula.encoders.hub`); where they came
+    from (repo, file, revision, commit, sha256) is kept in `model.config["pretrained"]`. A dict there is such a
+    record, read back from a saved config: kept, nothing fetched (the caller loads the saved weights).
+    """
     _import_builtin()
+    record = pretrained if isinstance(pretrained, dict) else None
+    if pretrained not in (None, False) and record is None:
+        if checkpoint is not None:
+            raise ValueError(f"{name}: give pretrained= or checkpoint= (--pretrained or --checkpoint), not both")
+        from .hub import pretrained_weights
+
+        name, options, checkpoint, record = pretrained_weights(name, pretrained, options)
     key = canonical_name(name)
     if key not in _REGISTRY:
         raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
@@ -57,7 +70,7 @@ def create(name: str, checkpoint: str | None = None, *, trust_checkpoint: bool =
         options, checkpoint = prepare(options, checkpoint)
     model = factory(**options)
     model.name = key
-    model.config = {"name": key, **options}
+    model.config = {"name": key, **options, **({"pretrained": record} if record else {})}
     if checkpoint is not None:
         from .checkpoint import load_into
 

@@ -46,8 +46,9 @@ def load_aligned(checkpoint: str | os.PathLike, trust_checkpoint: bool = False,
                  device: str | torch.device = "cpu") -> tuple[AculaModel, Checkpoint]:
     """Rebuild encoder + both projection heads from an AcuLa checkpoint (eval mode, dropout off)."""
     from ..encoders import create
+    from ..encoders.hub import attach_config
 
-    ck = read_checkpoint(checkpoint, trust_checkpoint)
+    ck = attach_config(read_checkpoint(checkpoint, trust_checkpoint))  # the published AcuLa file names no encoder
     heads = ck.projection_heads or {}
     missing = [h for h in ("audio", "language") if h not in heads]
     if missing:
