@@ -44,7 +44,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" (GPU)
     grad_checkpointing: bool = False
     save_every_steps: int = 0  # 0 = only at epoch ends
-    tensorboard: bool = False
+    tensorboard: bool = False  # = report_to including "tensorboard"
+    report_to: tuple[str, ...] = ()  # trackers (acula.tracking): "tensorboard", "wandb"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,10 +72,29 @@ class AlignmentData:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def subset(self, idx: np.ndarray) -> AlignmentData:
+        """The rows `idx` (e.g. held-out subjects), without reading a memory-mapped input array into memory."""
+        idx = np.asarray(idx, dtype=np.int64)
+        groups = None if self.groups is None else np.asarray(self.group_names)[self.groups[idx]]
+        return AlignmentData(_Rows(self.inputs, idx), self.text_emb[idx], groups)
+
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         order = np.argsort(idx)  # sorted reads are cheaper on a memmap
         x = np.asarray(self.inputs[idx[order]], dtype=np.float32)[np.argsort(order)]
         return torch.from_numpy(x), torch.from_numpy(self.text_emb[idx])
+
+
+class _Rows:
+    """Rows `idx` of an array, indexed lazily (a memory-mapped feature cache stays on disk)."""
+
+    def __init__(self, base, idx: np.ndarray):
+        self.base, self.idx = base, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        return self.base[self.idx[i]]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -127,12 +147,13 @@ class Trainer:
     """Trains an `AculaModel` on `AlignmentData`; writes checkpoints and a CSV log to `out_dir`."""
 
     def __init__(self, model: AculaModel, data: AlignmentData, config: TrainConfig, out_dir: str | Path,
-                 run_config: dict[str, Any] | None = None, accelerator=None):
+                 run_config: dict[str, Any] | None = None, accelerator=None, heldout: AlignmentData | None = None):
         from accelerate import Accelerator
 
         self.cfg = config
         self.out_dir = Path(out_dir)
         self.data = data
+        self.heldout = heldout  # pairs never trained on: their CKA is logged at each epoch's end
         self.run_config = run_config or {}
         self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision)
         self.world = self.acc.num_processes
@@ -259,13 +280,13 @@ class Trainer:
         if self.acc.is_main_process:
             self._truncate_log(log_path)
         stop = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
-        writer = self._tensorboard()
+        tracking = self._tracking()
         local = cfg.batch_size // self.world
         micro_per_step = cfg.grad_accum
         bar = tqdm(total=self.total_steps, initial=self.step, desc="align", unit="step",
                    disable=not self.acc.is_main_process, dynamic_ncols=True)
         self.model.train()
-        t0 = time.time()
+        t0 = t_step = time.time()
         while self.step < stop:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             perm = self._permutation(epoch)
@@ -292,22 +313,27 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            now = time.time()
             row = {"step": self.step, "epoch": epoch, **terms, "lr": self.scheduler.get_last_lr()[0],
-                   "seconds": time.time() - t0}
+                   "seconds": now - t0, "samples_per_s": cfg.batch_size * micro_per_step / max(now - t_step, 1e-9)}
+            end_of_epoch = self.step % self.steps_per_epoch == 0
+            if self.heldout is not None:
+                row["heldout_cka"] = self.heldout_cka() if end_of_epoch else ""
+                self.model.train()
+            t_step = time.time()  # the held-out pass is not training throughput
             self.history.append(row)
             if self.acc.is_main_process:
                 self._log(log_path, row)
-                if writer is not None:
-                    for k in ("loss", "align", "mam", "lr"):
-                        writer.add_scalar(f"train/{k}", row[k], self.step)
+                values = {f"train/{k}": row[k] for k in ("loss", "align", "mam", "lr", "samples_per_s")}
+                if row.get("heldout_cka", "") != "":
+                    values["heldout/cka"] = row["heldout_cka"]
+                tracking.log(values, self.step)
             bar.set_postfix(loss=f"{terms['loss']:.4f}", align=f"{terms['align']:.4f}", mam=f"{terms['mam']:.4f}")
             bar.update(1)
-            end_of_epoch = self.step % self.steps_per_epoch == 0
             if end_of_epoch or (cfg.save_every_steps and self.step % cfg.save_every_steps == 0):
                 self.save(last)
         bar.close()
-        if writer is not None:
-            writer.close()
+        tracking.finish()
         if self.step == self.total_steps:
             self.save(self.out_dir / "acula_final.pt")
         return self.history
@@ -335,9 +361,28 @@ class Trainer:
                 w.writeheader()
             w.writerow(row)
 
-    def _tensorboard(self):
-        if not (self.cfg.tensorboard and self.acc.is_main_process):
-            return None
-        from torch.utils.tensorboard import SummaryWriter
+    def _tracking(self):
+        """TensorBoard / W&B through Accelerate's trackers (acula.tracking), main process only."""
+        from ..tracking import Tracking
 
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
+        names = (*self.cfg.report_to, *(("tensorboard",) if self.cfg.tensorboard else ()))
+        return Tracking(names, self.out_dir, project="acula-align", run_name=self.out_dir.name,
+                        config={"train": asdict(self.cfg), **self.run_config}, enabled=self.acc.is_main_process)
+
+    @torch.no_grad()
+    def heldout_cka(self, batch_size: int = 64) -> float:
+        """Linear CKA (unbiased; within groups when the data has them) between the audio and report projections of
+        the held-out pairs, in evaluation mode: how well alignment carries to recordings it never trained on."""
+        m: AculaModel = self.acc.unwrap_model(self.model)  # no DDP collectives: any process may call this
+        m.eval()
+        a, p = [], []
+        for s in range(0, len(self.heldout), batch_size):
+            x, t = self.heldout.batch(np.arange(s, min(s + batch_size, len(self.heldout))))
+            with self.acc.autocast():
+                ai, pi, _ = m(x.to(self.acc.device), t.to(self.acc.device), with_mam=False)
+            a.append(ai.float().cpu())
+            p.append(pi.float().cpu())
+        groups = None if self.heldout.groups is None else torch.from_numpy(self.heldout.groups)
+        from .losses import linear_cka_debiased
+
+        return float(linear_cka_debiased(torch.cat(a), torch.cat(p), groups))

@@ -15,14 +15,17 @@ def run_align(args: argparse.Namespace) -> int:
     from ..data.manifest import read_manifest
     from ..text.cache import embed_texts
     from ..text.teacher import Teacher
+    from ..tracking import parse_report_to
 
     out = Path(args.out)
     rows = read_manifest(args.manifest, required=("audio_path", "Gen_Report"))
+    exclusions = None
     if args.exclude_subjects:
         excluded = {s.strip() for s in Path(args.exclude_subjects).read_text().split() if s.strip()}
         before = len(rows)
         rows = [r for r in rows if r.get("subject_id", "") not in excluded]
         print(f"leakage guard: excluded {before - len(rows)} recordings of {len(excluded)} listed subjects")
+        exclusions = {"file": str(args.exclude_subjects), "subjects": len(excluded), "recordings": before - len(rows)}
     seed_everything(args.seed)  # a randomly initialised encoder (no --checkpoint) is then the same every run
     encoder = encoder_from_args(args)
     inputs, kept, skipped = _encoder_inputs(rows, encoder, args, out)
@@ -39,7 +42,8 @@ def run_align(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, loss=args.loss,
                       lambda_align=args.lambda_align, lambda_mam=args.lambda_mam, seed=args.seed,
                       mixed_precision=args.mixed_precision, grad_checkpointing=args.grad_checkpointing,
-                      save_every_steps=args.save_every_steps, tensorboard=args.tensorboard)
+                      save_every_steps=args.save_every_steps, tensorboard=args.tensorboard,
+                      report_to=parse_report_to(args.report_to))
     within = _align_within(args, rows)
     groups = None
     if within != "none":
@@ -52,8 +56,13 @@ def run_align(args: argparse.Namespace) -> int:
     cfg.extra["align_within"] = within
     seed_everything(args.seed)  # the projection heads too, whatever loading the teacher drew from the RNG
     model = AculaModel(encoder, text_dim=teacher.hidden_size, audio_input_norm=args.audio_input_norm)
-    trainer = Trainer(model, AlignmentData(inputs, text, groups), cfg, out,
-                      run_config={"teacher": teacher.key, "manifest": str(args.manifest)})
+    data = AlignmentData(inputs, text, groups)
+    train_idx, held_idx = _heldout_split(kept, args)
+    trainer = Trainer(model, data.subset(train_idx) if len(held_idx) else data, cfg, out,
+                      heldout=data.subset(held_idx) if len(held_idx) else None,
+                      run_config={"teacher": teacher.key, "manifest": str(args.manifest),
+                                  "init_checkpoint": _init_record(args.checkpoint),
+                                  "alignment_data": _data_record(kept, train_idx, held_idx, exclusions, within)})
     hist = trainer.fit(resume=not args.no_resume)
     if trainer.acc.is_main_process:
         from ..encoders.checkpoint import save_encoder
@@ -64,6 +73,46 @@ def run_align(args: argparse.Namespace) -> int:
               f"(align {last.get('align', float('nan')):.4f}, mam {last.get('mam', float('nan')):.4f}); "
               f"checkpoint {out / 'acula_final.pt'}, encoder {out / 'encoder.safetensors'}")
     return 0
+
+
+def _heldout_split(kept: list[dict], args):
+    """(train, held-out) row indices: --heldout-fraction of the subjects (or recordings, without subject_id) kept
+    out of training; their CKA is logged at each epoch's end."""
+    import numpy as np
+
+    idx = np.arange(len(kept))
+    if not args.heldout_fraction:
+        return idx, idx[:0]
+    from ..data.splits import train_val_split
+
+    subjects = [r.get("subject_id") or r["audio_path"] for r in kept]
+    train, held = train_val_split(len(kept), args.heldout_fraction, args.seed, groups=np.asarray(subjects))
+    if len(held) < 4:  # the unbiased CKA needs 4 pairs
+        raise ValueError(f"--heldout-fraction {args.heldout_fraction}: {len(held)} held-out recordings; the held-out "
+                         "CKA needs at least 4 (raise the fraction)")
+    print(f"held out {len(held)} recordings of {len({subjects[i] for i in held})} subjects for the held-out CKA")
+    return np.sort(train), np.sort(held)
+
+
+def _init_record(checkpoint: str | None) -> dict | None:
+    """The weights the run started from (--checkpoint, or --pretrained as hf://OWNER/NAME@COMMIT/FILE)."""
+    if not checkpoint:
+        return None
+    from .._io import sha256_file
+
+    path = Path(checkpoint)
+    return {"source": str(checkpoint), "sha256": sha256_file(path) if path.is_file() else None}
+
+
+def _data_record(kept: list[dict], train_idx, held_idx, exclusions: dict | None, within: str) -> dict:
+    """What the model card says about the alignment data: sizes, datasets, subjects, exclusions."""
+    from collections import Counter
+
+    rows = [kept[i] for i in train_idx]
+    subjects = {r["subject_id"] for r in rows if r.get("subject_id")}
+    return {"recordings": len(rows), "subjects": len(subjects) if subjects else None,
+            "datasets": dict(Counter(r["dataset"] for r in rows)) if rows and "dataset" in rows[0] else None,
+            "heldout_recordings": len(held_idx), "exclude_subjects": exclusions, "align_within": within}
 
 
 def _align_within(args, rows: list[dict]) -> str:
@@ -146,7 +195,13 @@ def register(sub) -> None:
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--save-every-steps", type=int, default=0)
-    p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--tensorboard", action="store_true", help="same as --report-to tensorboard")
+    p.add_argument("--report-to", default="none", metavar="TRACKERS",
+                   help="training trackers, comma-separated: tensorboard (OUT/tensorboard), wandb (optional extra; "
+                        "offline unless WANDB_API_KEY or WANDB_MODE is set), all or none (default)")
+    p.add_argument("--heldout-fraction", type=float, default=0.0, metavar="F",
+                   help="keep this fraction of the subjects out of training and log their audio-report CKA at "
+                        "each epoch's end (default 0: none)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     add_strict_arg(p, "stop at the first unreadable recording")
     p.add_argument("--out", required=True)

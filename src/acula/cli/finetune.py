@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--decay", type=float, default=None, help="learning-rate factor per epoch")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="head on the encoder (default: linear)")
+    p.add_argument("--report-to", default="none", metavar="TRACKERS",
+                   help="training trackers, comma-separated: tensorboard (OUT/tensorboard), wandb (optional extra; "
+                        "offline unless WANDB_API_KEY or WANDB_MODE is set), all or none (default)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
@@ -52,12 +55,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluate.finetune import run_finetune
+    from ..tracking import parse_report_to
 
+    report_to = parse_report_to(args.report_to)
     tasks = tasks_from_args(args)
     torch.manual_seed(0)  # a randomly initialised encoder (no --checkpoint) is the same every run
     encoder = encoder_from_args(args)
     rows = run_finetune(encoder, tasks, args.out, args.data_root, seeds=args.seeds, cfg=config_from_args(args),
-                        checkpoint=args.checkpoint, device=resolve_device(args.device), progress=not args.no_progress)
+                        checkpoint=args.checkpoint, device=resolve_device(args.device), progress=not args.no_progress,
+                        report_to=report_to)
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     failed = [r["task"] for r in rows if r["status"] != "ok"]
     if failed:

@@ -17,6 +17,7 @@ side by side.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -178,8 +179,8 @@ def score(model: _Model, inputs, y, idx, kind: str, batch_size: int, device) -> 
 
 def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndarray, tr: np.ndarray, va: np.ndarray,
                    te: np.ndarray, kind: str, n_classes: int, cfg: FinetuneConfig, seed: int, batch_size: int,
-                   device: str | torch.device = "cpu", log_rows: list[dict] | None = None, tag: dict | None = None
-                   ) -> dict:
+                   device: str | torch.device = "cpu", log_rows: list[dict] | None = None, tag: dict | None = None,
+                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune a copy of `encoder` on `tr`, select on `va`, score `te`.
 
     Returns {test, best_val, epochs, model}; `model.encoder` / `model.head` hold the best-validation weights.
@@ -203,6 +204,7 @@ def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndar
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         losses = []
+        t0 = time.time()
         for b in torch.randperm(len(tr), generator=gen).split(batch_size):
             idx = tr[b.numpy()]
             out = model([inputs[i] for i in idx], device)
@@ -218,6 +220,7 @@ def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndar
             opt.step()
             losses.append(float(loss.detach()))
         lrs = [g["lr"] for g in opt.param_groups]
+        clips_per_s = len(tr) / max(time.time() - t0, 1e-9)
         sched.step()
         val = score(model, inputs, y, va, kind, batch_size, device)
         if stopper.update(val):
@@ -226,6 +229,9 @@ def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndar
             log_rows.append({**(tag or {}), "epoch": epoch, "train_loss": f"{np.mean(losses):.6f}",
                              "val_metric": f"{val:.6f}", "best": f"{stopper.best:.6f}",
                              "lr_head": f"{lrs[1]:.3e}", "lr_encoder": f"{lrs[0]:.3e}"})
+        if on_epoch is not None:  # trackers (acula.tracking)
+            on_epoch({**(tag or {}), "epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": val,
+                      "best": stopper.best, "lr_head": lrs[1], "lr_encoder": lrs[0], "clips_per_s": clips_per_s})
         if stopper.stop:
             break
     model.load_state_dict(best_state)
@@ -239,7 +245,8 @@ def finetune_split(encoder: AudioEncoder, inputs: list[torch.Tensor], y: np.ndar
 
 def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, seeds: tuple[int, ...],
                   cfg: FinetuneConfig, device: str = "cpu", progress: bool = False,
-                  log: Callable[[str], None] = print) -> tuple[dict, list[dict], list[str], list[dict]]:
+                  log: Callable[[str], None] = print, on_epoch: Callable[[dict], None] | None = None
+                  ) -> tuple[dict, list[dict], list[str], list[dict]]:
     """One task -> (results row, per-seed rows, notes, per-epoch log rows), in `acula bench`'s row format."""
     if data_root is None and task.modality != "custom":
         raise TaskError(f"{task.id}: --data-root is required for registered tasks")
@@ -260,7 +267,7 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
         if data.split is not None:
             tr, va, te = data.part("train"), data.part("val"), data.part("test")
             r = finetune_split(encoder, inputs, y, tr, va, te, task.kind, n_classes, cfg, s, batch, device,
-                               log_rows, {"task": task.id, "seed": s, "fold": ""})
+                               log_rows, {"task": task.id, "seed": s, "fold": ""}, on_epoch)
             values.append(r["test"])
             sizes.append((len(tr), len(va), len(te)))
             log(f"  seed {s}: {task.metric} {r['test']:.4f} (best validation {r['best_val']:.4f} after "
@@ -272,7 +279,7 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
                 a, b = train_val_split(len(rest), task.fold_val_fraction, task.fold_val_seed,
                                        groups=data.subjects[rest])
                 r = finetune_split(encoder, inputs, y, rest[a], rest[b], held, task.kind, n_classes, cfg, s, batch,
-                                   device, log_rows, {"task": task.id, "seed": s, "fold": k})
+                                   device, log_rows, {"task": task.id, "seed": s, "fold": k}, on_epoch)
                 per_fold.append(r["test"])
                 sizes.append((len(a), len(b), len(held)))
             values.append(float(np.mean(per_fold)))
@@ -294,8 +301,11 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
 def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_root: str | Path | None = None,
                  seeds: tuple[int, ...] = (0, 1, 2, 3, 4), cfg: FinetuneConfig | None = None,
                  checkpoint: str | None = None, device: str = "cpu", progress: bool = False,
-                 log: Callable[[str], None] = print) -> list[dict]:
-    """Fine-tune on each task; write results.csv, results_seeds.csv, results.md, finetune_log.csv, run.json."""
+                 log: Callable[[str], None] = print, report_to: tuple[str, ...] = ()) -> list[dict]:
+    """Fine-tune on each task; write results.csv, results_seeds.csv, results.md, finetune_log.csv, run.json.
+
+    `report_to` ("tensorboard", "wandb"): each epoch's loss, validation metric, learning rates and throughput go
+    to those trackers too, one series per task, seed and fold (acula.tracking)."""
     cfg = cfg or FinetuneConfig()
     out = Path(out)
     rows, seed_rows, log_rows, notes = [], [], [], {}
@@ -303,9 +313,20 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
     title = f"acula finetune: {encoder.name} ({options}; checkpoint {checkpoint or 'none'})"
     config = {"encoder": dict(encoder.config), "checkpoint": checkpoint, "seeds": list(seeds), "finetune": asdict(cfg),
               "data_root": str(data_root) if data_root else None, "tasks": [t.id for t in tasks]}
+    from ..tracking import Tracking
+
+    tracking = Tracking(report_to, out, project="acula-finetune", run_name=out.name, config=config)
+
+    def on_epoch(r: dict) -> None:
+        series = "/".join(str(x) for x in (r["task"], f"seed{r['seed']}", f"fold{r['fold']}" if r["fold"] != "" else "")
+                          if x)
+        tracking.log({f"{series}/{k}": r[k] for k in ("train_loss", "val_metric", "best", "lr_head", "lr_encoder",
+                                                      "clips_per_s")}, step=r["epoch"])
+
     for task in tasks:
         try:
-            row, srows, tnotes, lrows = finetune_task(task, encoder, data_root, seeds, cfg, device, progress, log)
+            row, srows, tnotes, lrows = finetune_task(task, encoder, data_root, seeds, cfg, device, progress, log,
+                                                      on_epoch if tracking else None)
         except (TaskError, AudioError, ValueError, FileNotFoundError) as e:  # one failed task must not stop the others
             msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
             log(f"{task.id} {task.name}: ERROR {msg}")
@@ -322,5 +343,6 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
         write_text(out / "results.md", markdown(rows, notes, title))
         write_text(out / "finetune_log.csv", csv_text(log_rows, LOG_COLUMNS))
         write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
+    tracking.finish()
     return rows
 
