@@ -12,7 +12,7 @@ from ._common import missing_package, run, selected_command
 
 # the command modules, in the order `acula --help` lists their commands
 COMMANDS = ("demo", "embed", "encoders", "align", "reports", "convert", "bench", "zeroshot", "finetune", "figures",
-            "corpus", "analyze", "experiment")
+            "corpus", "analyze", "experiment", "publish")
 # commands whose flags are still defined in the library: imported only when the command line selects them
 LIBRARY_FLAGS = ("reports",)
 
