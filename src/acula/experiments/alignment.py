@@ -274,6 +274,7 @@ class Corpus:
     heldout: np.ndarray  # bool per recording
     classes: dict[str, list[str]]
     notes: list[str]
+    heldout_reports: dict[str, dict] = field(default_factory=dict)  # never trained on: diagnostics only
 
 
 def load_corpus(spec: CorpusSpec, cfg: ExperimentConfig, log) -> Corpus:
@@ -323,12 +324,13 @@ def load_corpus(spec: CorpusSpec, cfg: ExperimentConfig, log) -> Corpus:
     heldout = np.zeros(len(paths), bool)
     heldout[test] = True
     report_rows = {p: by_path[p] for p, h in zip(paths, heldout) if p in by_path and not h}
+    heldout_reports = {p: by_path[p] for p, h in zip(paths, heldout) if p in by_path and h}  # diagnostics only
     held_subjects = set(subjects[heldout])
     assert not {r["subject_id"] for r in report_rows.values()} & held_subjects, "a held-out subject would be aligned"
     log(f"{spec.dataset}: {len(paths)} recordings of {len(set(subjects))} subjects; held out "
         f"{heldout.sum()} recordings of {len(held_subjects)} subjects; alignment corpus {len(report_rows)}")
     return Corpus(spec, paths, subjects, report_rows, labels, pool, heldout, classes, notes + list(
-        n for d in tasks.values() for n in d.notes))
+        n for d in tasks.values() for n in d.notes), heldout_reports)
 
 
 def published_reports(spec: CorpusSpec, table: str, rows: list[dict]) -> list[str]:
@@ -392,6 +394,48 @@ def zero_shot(audio: np.ndarray, text_train: np.ndarray, train_rows: np.ndarray,
     y = c.labels[task]
     te = np.flatnonzero((y >= 0) & c.heldout)
     return float(np.mean([zs.classify(zs.similarity(audio[te], p, mode, cal), y[te])["auroc"] for p in prompts]))
+
+
+def cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA, unbiased HSIC estimator (the training loss's), of two paired matrices."""
+    from ..align.losses import linear_cka_debiased
+
+    return float(linear_cka_debiased(torch.from_numpy(np.asarray(x, np.float32)),
+                                     torch.from_numpy(np.asarray(y, np.float32))))
+
+
+def diagnose(f: np.ndarray, corpora: list[Corpus], offset: np.ndarray, report_emb: dict) -> dict:
+    """Why alignment helps or not, per corpus: how much the encoder's features share the reports' geometry
+    (CKA with the teacher's report embeddings) on the alignment subjects and on the held-out ones, and how
+    much they share each task's label geometry on the held-out subjects. Held-out reports are embedded for
+    this measurement only; no model ever trains on them."""
+    out = {}
+    for k, c in enumerate(corpora):
+        X = f[offset[k]:offset[k + 1]]
+        where = {p: i for i, p in enumerate(c.paths)}
+        d = {}
+        for part, rows in (("train", c.report_rows), ("heldout", c.heldout_reports)):
+            idx = np.array([where[p] for p in rows], dtype=int)
+            if len(idx) >= 4:
+                d[f"features_vs_reports_{part}"] = cka(X[idx], report_emb[c.spec.dataset][part])
+        for t, y in c.labels.items():
+            te = np.flatnonzero((y >= 0) & c.heldout)
+            d[f"features_vs_{t}_heldout"] = cka(X[te], np.eye(int(y.max()) + 1, dtype=np.float32)[y[te]])
+        out[c.spec.dataset] = d
+    return out
+
+
+def teacher_side(corpora: list[Corpus], report_emb: dict) -> dict:
+    """CKA of the report embeddings with each task's one-hot labels, on the alignment subjects: what the
+    reports can teach about each task at best (1 = the reports' geometry is the labels')."""
+    out = {}
+    for c in corpora:
+        where = {p: i for i, p in enumerate(c.paths)}
+        idx = np.array([where[p] for p in c.report_rows], dtype=int)
+        out[c.spec.dataset] = {t: cka(report_emb[c.spec.dataset]["train"], np.eye(int(y.max()) + 1, dtype=np.float32)
+                                      [np.maximum(y[idx], 0)] * (y[idx] >= 0)[:, None])
+                               for t, y in c.labels.items()}
+    return out
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -466,6 +510,13 @@ def _run(cfg: ExperimentConfig, log) -> dict:
         targets["published"] = embed_texts(teacher, pub, cache_dir)
     targets["label_cka"] = label_targets(corpora, offset, align_idx)
     prompts = {t: prompt_embeddings(t, teacher, cache_dir) for c in corpora for t in c.spec.tasks}
+    report_emb = {}
+    for c in corpora:
+        in_c = groups == c.spec.dataset
+        held = [r["Gen_Report"] for r in c.heldout_reports.values()]
+        report_emb[c.spec.dataset] = {"train": text[in_c],
+                                      "heldout": embed_texts(teacher, held, cache_dir) if held else None}
+    diagnostics = {"reports_vs_labels": teacher_side(corpora, report_emb), "arms": {}}
 
     # the initialisation: a checkpoint, or MAM pre-training on the alignment audio from a seeded random init
     init = base
@@ -483,8 +534,10 @@ def _run(cfg: ExperimentConfig, log) -> dict:
 
     results: dict[str, dict] = {arm: {} for arm in ARMS if arm == "initial" or arm in targets or arm == "baseline"}
     zero: dict[str, dict] = {}
-    f0 = feats_of(init)
+    saved: dict[str, np.ndarray] = {}
+    f0 = saved["initial"] = feats_of(init)
     evaluate(results, zero, "initial", None, f0, text, corpora, offset, align_idx, prompts, cfg, log)
+    diagnostics["arms"]["initial"] = [diagnose(f0, corpora, offset, report_emb)]
     lam = cfg.train.lambda_align or 1.0
     plan = [("baseline", 0.0, text)] + [(a, lam, targets[a]) for a in ("aligned", "published", "label_cka")
                                         if a in targets]
@@ -494,10 +547,13 @@ def _run(cfg: ExperimentConfig, log) -> dict:
             model, _ = train_arm(init, tgt, CroppedData(x_all[align_idx], tgt, crop, seed, groups),
                                  replace(cfg.train, lambda_align=weight, seed=seed), out / "runs" / f"{arm}-seed{seed}",
                                  {"teacher": teacher.key, "arm": arm, "experiment": "align"})
-            save_encoder(model.encoder, out / "encoders" / f"{arm}-seed{seed}.safetensors")
-            f = feats_of(model.encoder)
+            heads_state = {"audio": model.audio_projection.state_dict(),
+                           "language": model.language_projection.state_dict()}
+            save_encoder(model.encoder, out / "encoders" / f"{arm}-seed{seed}.safetensors", projection_heads=heads_state)
+            f = saved[f"{arm}_seed{seed}"] = feats_of(model.encoder)
             evaluate(results, zero, arm, model if arm in ("aligned", "published") else None, f, tgt, corpora,
                      offset, align_idx, prompts, cfg, log)
+            diagnostics["arms"].setdefault(arm, []).append(diagnose(f, corpora, offset, report_emb))
     summary = summarise(results, zero, corpora)
     summary.update({
         "wall_seconds": time.time() - t0, "seeds": list(cfg.seeds), "probe_seeds": list(cfg.probe_seeds),
@@ -511,7 +567,10 @@ def _run(cfg: ExperimentConfig, log) -> dict:
                                      "notes": c.notes} for c in corpora},
         "config": _config_dict(cfg, crop),
     })
+    summary["diagnostics"] = diagnostics
     write_json(out / "results.json", summary)
+    with atomic_path(out / "features.npz") as tmp, open(tmp, "wb") as fh:  # to re-probe without retraining
+        np.savez(fh, paths=np.array(all_paths), heldout=heldout_all, **saved)
     plot(summary, out / "results.png")
     write_text(out / "table.md", table(summary) + "\n")
     return summary
