@@ -56,6 +56,13 @@ def test_results_hold_every_task_and_arm(run_result):
                          "circor-outcome") for a in ("initial", "aligned", "published")}
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and "| circor-murmur" in (out / "table.md").read_text()
     assert results["corpora"]["circor"]["subjects"] == 262  # one recording per subject: 262 children
+    diag = results["diagnostics"]
+    assert set(diag["reports_vs_labels"]) == {"sprsound", "circor"} and set(diag["arms"]) == set(ex.ARMS)
+    for corpus in diag["arms"]["aligned"][0].values():
+        assert {"features_vs_reports_train", "features_vs_reports_heldout"} <= set(corpus)
+        assert all(-1 <= v <= 1 for v in corpus.values())
+    with np.load(out / "features.npz") as z:
+        assert z["aligned_seed0"].shape == (len(z["paths"]), 1024) and z["heldout"].any()
 
 
 def test_no_heldout_subject_is_aligned(run_result):
