@@ -1052,6 +1052,16 @@ def render_markdown(results: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def with_cli_startup(path: Path, text: str) -> str:
+    """`text` plus the CLI start-up section of the existing file (written by benchmarks/cli_startup.py)."""
+    from cli_startup import BEGIN, END  # benchmarks/ is this script's folder, so on its path
+
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN not in old or END not in old:
+        return text
+    return text.rstrip("\n") + "\n\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (< 10 min on 2 cores)")
@@ -1072,7 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
 
     if args.render is not None:
-        write_text(args.markdown, render_markdown(json.loads(args.render.read_text())))
+        rendered = render_markdown(json.loads(args.render.read_text()))
+        write_text(args.markdown, with_cli_startup(args.markdown, rendered))
         return 0
     if args.partial is not None:  # one device, results to the parent
         write_json(args.partial, run_device(args, torch.device(args.device)))
@@ -1100,7 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
             results["devices"][dev] = json.loads(part.read_text())
     results["wall_seconds"] = time.perf_counter() - t0
     write_json(args.out, results)
-    write_text(args.markdown, render_markdown(results))
+    write_text(args.markdown, with_cli_startup(args.markdown, render_markdown(results)))
     for dev, r in results["devices"].items():
         for line in summary_lines(r):
             print(f"{dev}: {line}")
