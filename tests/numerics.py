@@ -120,7 +120,9 @@ def assert_close(got, want, tol: float, what: str = "") -> float:
     assert g.shape == w.shape, f"{what}: shapes {g.shape} vs {w.shape}"
     diff = np.abs(g - w)
     tol_arr = np.broadcast_to(np.asarray(tol, np.float64), diff.shape)
-    worst = int(np.argmax(diff - tol_arr)) if diff.size else 0
+    with np.errstate(divide="ignore", invalid="ignore"):  # the element nearest its tolerance: largest share of it
+        share = np.where(diff == 0, 0.0, diff / tol_arr)
+    worst = int(np.argmax(share)) if diff.size else 0
     dev = float(diff.reshape(-1)[worst]) if diff.size else 0.0
     bound = float(tol_arr.reshape(-1)[worst]) if diff.size else float(np.max(tol))
     _record(what, float(diff.max()) if diff.size else 0.0, dev, bound)
