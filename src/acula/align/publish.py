@@ -167,11 +167,12 @@ def model_card(config: dict, bench_rows: list[dict], bench_info: dict, name: str
     from huggingface_hub import EvalResult, ModelCardData
 
     enc = config["encoder"]
+    bench_rows = [{**r, "dataset": _dataset_name(r)} for r in bench_rows]
     ok = [r for r in bench_rows if r.get("status", "ok") == "ok" and r.get("mean") not in (None, "")]
-    results = [EvalResult(task_type=_METRICS.get(r["metric"], ("other", "other"))[1], task_name=r.get("name") or r["task"],
-                          dataset_type=(r.get("dataset") or "custom").lower().replace(" ", "-"),
-                          dataset_name=r.get("dataset") or r["task"], metric_type=_METRICS.get(r["metric"], (r["metric"].lower(),))[0],
-                          metric_name=r["metric"], metric_value=float(r["mean"])) for r in ok]
+    results = [EvalResult(task_type=_METRICS.get(r["metric"], (None, "other"))[1], task_name=r.get("name") or r["task"],
+                          dataset_type=r["dataset"].lower().replace(" ", "-"), dataset_name=r["dataset"],
+                          metric_type=_METRICS.get(r["metric"], (r["metric"].lower(),))[0], metric_name=r["metric"],
+                          metric_value=float(r["mean"])) for r in ok]
     init = config.get("initialised_from") or {}
     tags = ["audio", "medical-audio", "acula", "cka-alignment", enc["name"], "heart-sounds", "lung-sounds",
             "respiratory-sounds"]
@@ -182,7 +183,7 @@ def model_card(config: dict, bench_rows: list[dict], bench_info: dict, name: str
     body = [
         f"# {name}", "",
         f"{_encoder_text(enc)}: an audio encoder of heart, lung, cough and breath sounds, post-trained with "
-        "acula so that its embeddings line up with what a frozen language model ({teacher['model']}) "
+        f"acula so that its embeddings line up with what a frozen language model, {_teacher_name(teacher)}, "
         f"makes of clinical reports written from each recording's metadata: AcuLa (Audio–Clinical Understanding "
         f"via Language Alignment; Wang, Chen, Zeghidour, Saeed, [arXiv 2512.04847]({PAPER})). Published with "
         f"`acula publish` (acula {config.get('published_with')}) from the run `{config['run']['folder']}`.", "",
@@ -215,6 +216,19 @@ def model_card(config: dict, bench_rows: list[dict], bench_info: dict, name: str
         "```", "",
     ]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
+
+
+def _teacher_name(teacher: dict) -> str:
+    model = teacher.get("model") or "unknown"
+    return "all-MiniLM-L6-v2 (`minilm`)" if model == "minilm" else f"`{model}`"
+
+
+def _dataset_name(row: dict) -> str:
+    """The bench row's dataset; a custom task's is its CSV path, shown by file name only (no local paths)."""
+    name = (row.get("dataset") or "").strip()
+    if not name:
+        return row.get("task") or "custom"
+    return Path(name).stem if ("/" in name or "\\" in name or name.endswith(".csv")) else name
 
 
 def _teacher(stored) -> dict:
@@ -254,11 +268,11 @@ def _details(config: dict, teacher: dict, sha: str) -> list[str]:
         f"| projection heads | audio {h.get('audio_in', config['feature_dim'])} → {h.get('hidden_dim')} → "
         f"{h.get('proj_dim')}{' (batch-standardised input)' if h.get('audio_input_norm') else ''}; language "
         f"{h.get('text_dim')} → {h.get('hidden_dim')} → {h.get('proj_dim')}; dropout {h.get('dropout')} |",
-        f"| teacher | `{teacher.get('model')}`"
+        f"| teacher | {_teacher_name(teacher)}"
         + (f", layer {teacher['layer']}, {teacher.get('pooling')} pooling, max length {teacher.get('max_length')}"
            if "layer" in teacher else "") + (f" ({teacher['weights']})" if teacher.get("weights") else "") + " |",
         f"| loss | {loss.get('lambda_align')} × alignment (`{loss.get('loss')}`) + {loss.get('lambda_mam')} × masked "
-        f"audio modelling; CKA {'within each ' + repr(within) if within and within != 'none' else 'over the batch'} |",
+        f"audio modelling; CKA {f'within each `{within}` group' if within and within != 'none' else 'over the batch'} |",
         f"| training | {t.get('epochs')} epochs, {_fmt(run.get('steps'))} steps, batch {t.get('batch_size')}"
         f"{' × ' + str(t.get('grad_accum')) + ' accumulation' if t.get('grad_accum', 1) != 1 else ''}, AdamW lr "
         f"{t.get('lr')}, weight decay {t.get('weight_decay')}, warm-up {t.get('warmup_steps')} steps, seed "
@@ -336,7 +350,7 @@ def _limitations(config: dict, teacher: dict) -> list[str]:
         "- Benchmarks are small and come from few sites and devices; scores do not transfer to other populations, "
         "stethoscopes or recording protocols without new measurements.",
         "- Zero-shot and retrieval scores depend on the teacher: use the same teacher settings "
-        f"(`{teacher.get('model')}`) for the text side, and fit the calibration on alignment pairs "
+        f"({_teacher_name(teacher)}) for the text side, and fit the calibration on alignment pairs "
         "(`acula calibrate`).",
         "- The masked-audio-modelling decoder is not included: masked modelling restarts from scratch if this "
         "encoder is aligned again.",
