@@ -143,7 +143,7 @@ def test_yaseen_is_one_configuration_of_it(inputs, shared_dir, tmp_path):
 
 def test_defaults_per_encoder_and_config(tmp_path):
     cfg = ex.make_config("real-data", tmp_path, tmp_path / "o", "yamnet")
-    assert (cfg.window_seconds, cfg.crop_seconds, cfg.freeze_layers, cfg.mam_epochs) == (8.0, 1.92, 8, 0)
+    assert (cfg.window_seconds, cfg.crop_seconds, cfg.freeze_layers, cfg.mam_epochs) == (8.0, 0.975, 8, 0)
     cfg = ex.make_config("yaseen", tmp_path, tmp_path / "o", "opera-gt", preset="tiny")
     assert cfg.window_seconds == 4.064 and cfg.mam_epochs == 8 and cfg.checkpoint is None
     args = build_parser(["experiment"]).parse_args(["experiment", "align", "--data-root", str(tmp_path), "--out",
