@@ -16,7 +16,7 @@ HEAVY = ("torch", "transformers", "sklearn", "numpy", "scipy", "pandas")
 def test_help_of_every_command_imports_no_heavy_package():
     """`acula --help` and `acula X --help` build the parser from the standard library alone (speed:
     benchmarks/cli_startup.py). Run in a fresh interpreter, since this one has imported everything."""
-    cmds = [c for c in build_parser(["--help"])._subparsers._group_actions[0].choices if c != "experiment"]
+    cmds = list(build_parser(["--help"])._subparsers._group_actions[0].choices)
     assert {"demo", "embed", "encoders", "align", "reports", "bench", "calibrate", "zeroshot", "retrieve"} <= set(cmds)
     code = f"""
 import contextlib, io, sys
@@ -60,14 +60,17 @@ def test_missing_module_of_acula_itself_is_a_bug_not_a_setup_problem(monkeypatch
 
 
 def test_missing_package_while_building_a_library_defined_parser(monkeypatch, capsys):
-    """`experiment` takes its flags from acula.experiments, imported at parse time when selected."""
+    """`reports` takes its flags from acula.text.reports, imported at parse time only when selected."""
+    from acula.cli import LIBRARY_FLAGS
+
     def register_cli(sub):
         raise ModuleNotFoundError("No module named 'yaml'", name="yaml")
 
-    monkeypatch.setitem(sys.modules, "acula.experiments", types.SimpleNamespace(register_cli=register_cli))
-    assert main(["experiment", "real-heart", "--help"]) == 2
-    assert capsys.readouterr().err.strip() == "acula experiment: missing package 'yaml' (pip install pyyaml)"
-    assert "experiment" in build_parser(["embed", "--help"])._subparsers._group_actions[0].choices  # listed only
+    assert "reports" in LIBRARY_FLAGS
+    monkeypatch.setitem(sys.modules, "acula.text.reports", types.SimpleNamespace(register_cli=register_cli))
+    assert "reports" in build_parser(["embed", "--help"])._subparsers._group_actions[0].choices  # listed, not built
+    assert main(["reports", "build", "--help"]) == 2
+    assert capsys.readouterr().err.strip() == "acula reports: missing package 'yaml' (pip install pyyaml)"
 
 
 def test_library_defaults_reach_the_flags_left_unset():
