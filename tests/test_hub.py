@@ -109,8 +109,9 @@ def test_download_by_name_caches_and_records_the_weights(fake, gt, tmp_path):
     # a saved config's record is kept and never fetched again
     again = create("opera-gt", preset="tiny", pretrained=rec)
     assert again.config["pretrained"] == rec and _gets(fake, "encoder-operaGT.ckpt") == 1
-    # the hf:// route shares the cache and the checks
+    # the hf:// route shares the cache and the checks; commands taking checkpoint paths get the pinned source
     assert read_checkpoint(f"hf://{OPERA}/encoder-operaGT.ckpt").format == "lightning"
+    assert hub.checkpoint_source("opera-gt", True) == rec["uri"]
 
 
 def test_pinned_revision_and_sha256(fake, gt, monkeypatch):
@@ -136,6 +137,10 @@ def test_pinned_revision_and_sha256(fake, gt, monkeypatch):
 
 
 def test_offline_uses_the_cache_and_names_what_is_missing(fake, gt, monkeypatch):
+    import huggingface_hub.utils._http
+
+    # an unreachable hub and a file not cached: huggingface_hub retries for ~23 s first; not here
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", lambda s: None)
     model, data = gt
     fake.commit(OPERA, {"encoder-operaGT.ckpt": data})
     create("opera-gt", preset="tiny", pretrained=True)
@@ -381,6 +386,25 @@ def test_push_and_load_back_by_name_gives_the_same_embeddings(fake, run_dir, cli
     run_model, _ = load_aligned(run_dir / "acula_final.pt")
     assert _same(published.audio_projection, run_model.audio_projection)
     assert _same(published.language_projection, run_model.language_projection)
+
+
+def test_a_run_started_from_published_weights_says_so_in_its_card(fake, gt, clips, tmp_path):
+    from huggingface_hub import ModelCard
+
+    _, data = gt
+    commit = fake.commit(OPERA, {"encoder-operaGT.ckpt": data})
+    run = tmp_path / "run"
+    assert main(["align", "--manifest", str(clips), *TINY, "--pretrained", "--epochs", "1", "--batch-size", "4",
+                 "--out", str(run)]) == 0
+    card_dir = tmp_path / "card"
+    assert main(["publish", str(run), "--out", str(card_dir)]) == 0
+    config = json.loads((card_dir / "config.json").read_text())
+    assert config["initialised_from"]["commit"] == commit and "pretrained" not in config["encoder"]
+    assert config["initialised_from"]["sha256"] == hashlib.sha256(data).hexdigest()
+    card = ModelCard.load(card_dir / "README.md")
+    assert card.data.base_model == OPERA and "model-index" not in card.data.to_dict()
+    assert f"`{OPERA}` `encoder-operaGT.ckpt` at commit `{commit}`" in card.text
+    assert "No benchmark results were given" in card.text and "No subject exclusion was recorded" in card.text
 
 
 # ------------------------------------------------------------------------------------------------ trackers

@@ -315,7 +315,8 @@ class Trainer:
             self.step += 1
             now = time.time()
             row = {"step": self.step, "epoch": epoch, **terms, "lr": self.scheduler.get_last_lr()[0],
-                   "seconds": now - t0, "samples_per_s": cfg.batch_size * micro_per_step / max(now - t_step, 1e-9)}
+                   "seconds": now - t0}
+            throughput = cfg.batch_size * micro_per_step / max(now - t_step, 1e-9)  # trackers only: not a result
             end_of_epoch = self.step % self.steps_per_epoch == 0
             if self.heldout is not None:
                 row["heldout_cka"] = self.heldout_cka() if end_of_epoch else ""
@@ -324,7 +325,8 @@ class Trainer:
             self.history.append(row)
             if self.acc.is_main_process:
                 self._log(log_path, row)
-                values = {f"train/{k}": row[k] for k in ("loss", "align", "mam", "lr", "samples_per_s")}
+                values = {f"train/{k}": row[k] for k in ("loss", "align", "mam", "lr")}
+                values["train/samples_per_s"] = throughput
                 if row.get("heldout_cka", "") != "":
                     values["heldout/cka"] = row["heldout_cka"]
                 tracking.log(values, self.step)

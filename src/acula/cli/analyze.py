@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ._common import add_device_arg, add_trust_checkpoint, resolve_device
+from ._common import add_device_arg, add_pretrained_arg, add_trust_checkpoint, resolve_device
 
 
 def register(sub) -> None:
@@ -15,6 +15,7 @@ def register(sub) -> None:
     c.add_argument("--preset", default=None)
     c.add_argument("--checkpoint", default=None, help="encoder weights (before alignment; default: as created)")
     c.add_argument("--checkpoint-after", default=None, help="encoder weights after alignment: a second heatmap")
+    add_pretrained_arg(c)
     add_trust_checkpoint(c, "allow pickled checkpoints (trusted files only)")
     c.add_argument("--teacher", default="minilm", help="teacher LM: minilm, a folder, a hub id or a .gguf file")
     c.add_argument("--pooling", default="mean", choices=("mean", "last", "cls"))
@@ -31,6 +32,12 @@ def register(sub) -> None:
 def cmd_cka(args) -> int:
     from ..evaluate.analyze import run_cka
 
+    if args.pretrained:  # published weights as the (first) checkpoint, pinned to the commit fetched now
+        if args.checkpoint:
+            raise ValueError("give --pretrained or --checkpoint, not both")
+        from ..encoders.hub import checkpoint_source
+
+        args.checkpoint = checkpoint_source(args.encoder, args.pretrained)
     args.device = resolve_device(args.device)
     s = run_cka(args)
     for label, b in s["best"].items():

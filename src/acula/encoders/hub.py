@@ -411,6 +411,12 @@ def attach_config(ck: Checkpoint, target: Target | None = None) -> Checkpoint:
     return replace(ck, config={**config, **(ck.config or {})}) if config else ck
 
 
+def checkpoint_source(name: str, pretrained: bool | str) -> str:
+    """`create(name, pretrained=...)`'s weights fetched now, as a `checkpoint=` source that reads exactly those bytes
+    again (`hf://OWNER/NAME@COMMIT/FILE`, or the local file), for commands that take checkpoint paths."""
+    return fetch(resolve(name, pretrained)).uri
+
+
 def aligned_source(spec: str) -> str:
     """An aligned checkpoint (encoder + both projection heads) by name, for `acula zeroshot / retrieve / calibrate
     --pretrained`: 'acula', an `acula publish` repo OWNER/NAME[@REV] or its local folder. Fetched (and checked) now;
