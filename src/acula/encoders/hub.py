@@ -319,8 +319,9 @@ def _download(repo: str, filename: str, revision: str) -> Path:
         raise HubError(f"Hugging Face repo {repo!r} (revision {revision}) has no file {filename!r}; it has: "
                        f"{', '.join(files) or 'no files'}") from None
     except RepositoryNotFoundError:  # also gated repos
+        local = f"; nor is there a local folder {repo}" if Path(repo.split("/")[0]).is_dir() else ""
         raise HubError(f"Hugging Face repo {repo!r} not found, or not readable without a token (private or gated: "
-                       "set HF_TOKEN)") from None
+                       f"set HF_TOKEN){local}") from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise HubError(_offline_message(repo, filename, revision)) from None
     except Exception as e:  # an HTTP error, a torn transfer (huggingface_hub removes its partial file), ...
