@@ -82,8 +82,10 @@ ENCODER_DEFAULTS = {
     # so their activations are computed once for the features of all arms; each step sees one 0.975-s patch
     # per clip (a step runs the network twice, masked for MAM and whole for CKA: ~1 s for 32 clips here)
     "yamnet": dict(crop_seconds=0.975, freeze_layers=8, epochs=2, lr=1e-4, mam_epochs=0),
-    # OPERA-GT: windows of a multiple of 64 log-mel frames (its Swin decoder's unit); random init + MAM first
-    "opera-gt": dict(crop_seconds=None, freeze_layers=0, epochs=8, lr=5e-4, mam_epochs=8),
+    # OPERA-GT: windows of a multiple of 64 log-mel frames (its Swin decoder's unit), 4.064 s = 128 frames;
+    # random init + MAM first; at most 2 recordings per subject (an arm is then ~2 min here)
+    "opera-gt": dict(crop_seconds=None, freeze_layers=0, epochs=8, lr=5e-4, mam_epochs=8, window_seconds=4.064,
+                     max_per_subject=2),
 }
 
 
@@ -108,7 +110,8 @@ def make_config(name: str, data_root: str | Path, out: str | Path, encoder: str 
     train = TrainConfig(epochs=given.pop("epochs", d.pop("epochs")), lr=given.pop("lr", d.pop("lr")),
                         batch_size=given.pop("batch_size", 32), warmup_steps=5, weight_decay=0.01)
     d = {k: v for k, v in d.items() if k not in train_keys}
-    window = given.pop("window_seconds", logmel_window(preset.window_seconds, encoder))
+    window = given.pop("window_seconds", None) or logmel_window(d.pop("window_seconds", preset.window_seconds), encoder)
+    d.pop("window_seconds", None)
     return ExperimentConfig(data_root=Path(data_root), out=Path(out), corpora=preset.corpora, encoder=encoder,
                             window_seconds=window, train=train, **{**d, **given})
 
