@@ -95,7 +95,7 @@ def test_bad_configs_are_clear(tmp_path):
 def test_align_within_column_choice():
     import argparse
 
-    from acula.align.cli import _align_within
+    from acula.cli.align import _align_within
 
     rows = [{"audio_path": "a.wav", "Gen_Report": "x", "dataset": "icbhi"}]
     ask = lambda v: _align_within(argparse.Namespace(align_within=v, manifest="m.csv"), rows)  # noqa: E731
