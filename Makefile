@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/acula demo --out runs/demo
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests
 
 bench: install

@@ -12,7 +12,7 @@ import soundfile as sf
 
 from acula.cli import build_parser
 from acula.data.corpus import CorpusError, build_corpus, read_test_spec, subject_key
-from acula.data.manifest import read_manifest
+from acula.datasets.manifest import read_manifest
 
 COLS = ["record_id", "subject_id", "dataset", "Gen_Report", "provenance", "Diagnosis"]
 

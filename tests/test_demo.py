@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from acula.data.manifest import read_manifest
+from acula.datasets.manifest import read_manifest
 from acula.demo import TASKS, DemoConfig, run, table
 
 

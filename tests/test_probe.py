@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from acula.data.manifest import ManifestError, read_manifest, write_manifest
+from acula.datasets.manifest import ManifestError, read_manifest, write_manifest
 from acula.data.splits import subject_split
 from acula.evaluate.probe import LinearProbe, auroc, probe_over_seeds
 

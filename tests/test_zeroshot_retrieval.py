@@ -177,7 +177,7 @@ def aligned(tmp_path_factory):
     from acula.align.model import AculaModel
     from acula.align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
     from acula.data import synthetic
-    from acula.data.manifest import read_manifest, write_manifest
+    from acula.datasets.manifest import read_manifest, write_manifest
     from acula.demo import split_subjects
     from acula.encoders import create
     from acula.extract import read_clip

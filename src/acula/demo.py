@@ -24,7 +24,7 @@ from ._io import write_json
 from .align.model import AculaModel
 from .align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
 from .data import synthetic
-from .data.manifest import read_manifest, write_manifest
+from .datasets.manifest import read_manifest, write_manifest
 from .data.splits import subject_split
 from .encoders import create
 from .evaluate.probe import probe_over_seeds

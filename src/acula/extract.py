@@ -67,7 +67,7 @@ def read_clip(path: str | Path, encoder: AudioEncoder, policy: str) -> torch.Ten
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[str]:
     """Files, folders (recursively, audio extensions) or CSV manifests with an `audio_path` column."""
-    from .data.manifest import read_manifest
+    from .datasets.manifest import read_manifest
 
     out: list[str] = []
     for item in inputs:

@@ -12,7 +12,7 @@ def run_align(args: argparse.Namespace) -> int:
     from .._io import write_json
     from ..align.model import AculaModel
     from ..align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
     from ..text.cache import embed_texts
     from ..text.teacher import Teacher
     from ..tracking import parse_report_to

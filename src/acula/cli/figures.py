@@ -39,7 +39,7 @@ def cmd_bars(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
     from ..evaluate.figures import embedding_map
     from ..extract import Embeddings
 

@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 from .. import _io
 from ..datasets.base import find_audio
-from .manifest import write_manifest
+from ..datasets.manifest import write_manifest
 
 REQUIRED = ("record_id", "subject_id", "dataset", "Gen_Report")
 CORE = ("audio_path", "Gen_Report", "subject_id", "dataset", "record_id", "source_subject_id")

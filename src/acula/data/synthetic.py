@@ -50,7 +50,7 @@ import scipy.signal
 import soundfile as sf
 
 from .._io import atomic_path
-from .manifest import write_manifest
+from ..datasets.manifest import write_manifest
 
 GENERATOR_VERSION = "acula-synthetic-1"
 DATASETS = {"heart": "synth-circor", "lung": "synth-icbhi", "cough": "synth-coughvid"}

@@ -217,7 +217,7 @@ def plot_heatmaps(mats: dict[str, np.ndarray], rows: Sequence[str], cols: Sequen
 # =============================================================================== command
 
 def run_cka(args: argparse.Namespace) -> dict:
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
     from ..encoders import create
     from ..text.teacher import Teacher
 

@@ -104,7 +104,7 @@ def run_retrieval(checkpoint: str | os.PathLike, manifest: str | os.PathLike, ou
                   batch_size: int = 32, device: str = "cpu", trust_checkpoint: bool = False,
                   progress: bool = False, log: Callable[[str], None] = print) -> dict:
     """Retrieval on `manifest` (audio_path + `text_column`); writes retrieval.json / .csv to `out`."""
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
 
     out = Path(out)
     rows = read_manifest(manifest, required=("audio_path", text_column))

@@ -244,7 +244,7 @@ def fit_calibration(model: AculaModel, ck: Checkpoint, teacher, manifest: str | 
                     batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = False,
                     text_column: str = "Gen_Report", log: Callable[[str], None] = print) -> Calibration:
     """Fit on the alignment pairs of `manifest` (audio_path, Gen_Report): labels are never read."""
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
 
     rows = read_manifest(manifest, required=("audio_path", text_column))
     if exclude_subjects:
@@ -488,7 +488,7 @@ def kept_rows(paths: Sequence[str], kept: Sequence[str]) -> np.ndarray:
 
 
 def _rows_with_label(manifest: str | os.PathLike, column: str) -> tuple[list[dict], list[int]]:
-    from ..data.manifest import read_manifest
+    from ..datasets.manifest import read_manifest
 
     rows = read_manifest(manifest, required=("audio_path",))
     if column not in rows[0]:
@@ -566,7 +566,7 @@ def run_zeroshot(checkpoint: str | os.PathLike, manifest: str | os.PathLike, lab
 
 def _overlap(calibration_manifest: str, paths: Sequence[str]) -> int | None:
     """How many evaluated recordings were also alignment/calibration pairs (should be 0 on a test set)."""
-    from ..data.manifest import ManifestError, read_manifest
+    from ..datasets.manifest import ManifestError, read_manifest
 
     try:
         seen = {r["audio_path"] for r in read_manifest(calibration_manifest, required=("audio_path",))}
