@@ -30,7 +30,7 @@ from .._io import atomic_path, sha256_file, write_json, write_text
 from ..align.model import AculaModel
 from ..align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
 from ..audio import frontend
-from ..data.manifest import write_manifest
+from ..datasets.manifest import write_manifest
 from ..data.splits import subject_split, train_val_split
 from ..datasets import locate, read_table
 from ..audio.io import load_audio
@@ -576,7 +576,7 @@ def _run(cfg: ExperimentConfig, log) -> dict:
     with atomic_path(out / "features.npz") as tmp, open(tmp, "wb") as fh:  # to re-probe without retraining
         np.savez(fh, paths=np.array(all_paths), heldout=heldout_all, **saved)
     plot(summary, out / "results.png")
-    write_text(out / "table.md", table(summary) + "\n")
+    write_text(out / "table.md", table(summary) + "\n\n" + diagnostics_table(summary) + "\n")
     return summary
 
 
@@ -667,6 +667,27 @@ def table(summary: dict) -> str:
                 r = next((r for r in summary["zero_shot"] if r["task"] == t and r["arm"] == a), None)
                 cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def diagnostics_table(summary: dict) -> str:
+    """Per corpus and arm, mean over seeds: features vs reports (alignment / held-out subjects), features vs each
+    task's labels (held-out); and the reports vs each task's labels."""
+    diag = summary.get("diagnostics")
+    if not diag:
+        return ""
+    lines = []
+    for corpus, per_task in diag["reports_vs_labels"].items():
+        arms = [a for a in ARMS if a in diag["arms"]]
+        keys = list(diag["arms"][arms[0]][0][corpus])
+        lines += [f"**{corpus}** (linear CKA, unbiased; reports vs labels: "
+                  + ", ".join(f"{t} {v:.3f}" for t, v in per_task.items()) + ")", "",
+                  "| features vs | " + " | ".join(ARM_NAMES[a] for a in arms) + " |", "|---" * (len(arms) + 1) + "|"]
+        for k in keys:
+            cells = [f"{np.mean([run[corpus][k] for run in diag['arms'][a]]):.3f}" for a in arms]
+            name = k.removeprefix("features_vs_").replace("_", " ")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
