@@ -8,10 +8,16 @@ the encoder's `feature_dim` and the teacher's hidden size (the published code ha
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ..encoders.base import AudioEncoder
+
+if TYPE_CHECKING:
+    from ..encoders.checkpoint import Checkpoint
 
 
 class ProjectionMLP(nn.Module):
@@ -79,3 +85,38 @@ class AculaModel(nn.Module):
 
     def embed_text(self, text_emb: torch.Tensor) -> torch.Tensor:
         return self.language_projection(text_emb.float())
+
+
+def load_aligned(checkpoint: str | os.PathLike, trust_checkpoint: bool = False,
+                 device: str | torch.device = "cpu") -> tuple[AculaModel, Checkpoint]:
+    """Rebuild encoder + both projection heads from an AcuLa checkpoint (eval mode, dropout off)."""
+    from ..encoders import create
+    from ..encoders.checkpoint import CheckpointError, load_into, read_checkpoint
+    from ..encoders.hub import attach_config
+
+    ck = attach_config(read_checkpoint(checkpoint, trust_checkpoint))  # the published AcuLa file names no encoder
+    heads = ck.projection_heads or {}
+    missing = [h for h in ("audio", "language") if h not in heads]
+    if missing:
+        raise CheckpointError(f"{ck.path}: no {' and '.join(missing)} projection head(s); zero-shot and retrieval "
+                              "need an AcuLa alignment checkpoint (acula_final.pt), not an encoder-only file")
+    enc = (ck.config or {}).get("encoder")
+    if not isinstance(enc, dict) or "name" not in enc:
+        raise CheckpointError(f"{ck.path}: the checkpoint config does not name its encoder (config['encoder'])")
+    encoder = create(enc["name"], **{k: v for k, v in enc.items() if k != "name"})
+    load_into(encoder, ck, allow_missing_decoder=True)  # the decoder plays no part in embedding
+    # head widths from the tensors themselves, so a config written by another version cannot disagree
+    audio_w0, lang_w0 = heads["audio"]["layers.0.weight"], heads["language"]["layers.0.weight"]
+    proj_dim = heads["language"]["layers.3.weight"].shape[0]
+    model = AculaModel(encoder, text_dim=lang_w0.shape[1], hidden_dim=lang_w0.shape[0], proj_dim=proj_dim,
+                       dropout=float(((ck.config or {}).get("heads") or {}).get("dropout", 0.0)),
+                       audio_input_norm="input_norm.running_mean" in heads["audio"])
+    if audio_w0.shape[1] != encoder.feature_dim:
+        raise CheckpointError(f"{ck.path}: audio projection expects {audio_w0.shape[1]}-d features, encoder "
+                              f"{enc['name']} gives {encoder.feature_dim}")
+    for name, module in (("audio", model.audio_projection), ("language", model.language_projection)):
+        try:
+            module.load_state_dict(heads[name], strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{ck.path}: {name} projection head does not fit: {e}") from None
+    return model.to(device).eval(), ck

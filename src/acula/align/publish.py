@@ -41,7 +41,7 @@ class PublishError(ValueError):
 # ---------------------------------------------------------------------------------------------------- reading
 def read_run(run_dir: str | os.PathLike):
     """(aligned model, its checkpoint, train log rows) of a finished `acula align` run."""
-    from ..evaluate.zeroshot import load_aligned
+    from .model import load_aligned
 
     run = Path(run_dir)
     final = run / "acula_final.pt"
@@ -137,7 +137,7 @@ def build_config(model, ck, log_rows: list[dict], run_dir: Path, bench, bench_in
 def check_reload(model, out: Path, log: Callable[[str], None] = print) -> None:
     """Load the folder back by path, as `create(name, pretrained=...)` will from the hub, and compare embeddings."""
     from ..encoders import create
-    from ..evaluate.zeroshot import load_aligned
+    from .model import load_aligned
 
     enc = model.encoder
     back = create(enc.name, pretrained=str(out))
