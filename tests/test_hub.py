@@ -220,6 +220,8 @@ def test_acula_file_name_is_resolved_from_the_repo_file_list(fake, acula_ckpt, t
     assert enc.config["pretrained"]["file"] == "acula_operaGT_medgemma_final.pt"
     assert enc.config["pretrained"]["commit"] == commit
     assert _same(create("acula", preset="tiny", pretrained=True), m.encoder)  # by the published name alone
+    named = create("opera-gt", preset="tiny", pretrained="tsnngw/AcuLa/acula_audio_encoder.pt")  # one file by name
+    assert _same(named, m.encoder) and named.config["pretrained"]["file"] == "acula_audio_encoder.pt"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, the name comes from the cached snapshot
     assert create("opera-gt", preset="tiny", pretrained="tsnngw/AcuLa").config["pretrained"]["file"] == \
         "acula_operaGT_medgemma_final.pt"

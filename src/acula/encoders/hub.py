@@ -175,17 +175,21 @@ def resolve(name: str, pretrained: bool | str) -> Target:
     local = Path(spec).expanduser()
     if not spec.startswith("hf://") and local.is_dir():
         return Target(spec, folder=local.resolve(), filename=MODEL_FILE)
-    if not spec.startswith("hf://") and (local.suffix in WEIGHT_SUFFIXES or spec.startswith((".", "/", "~"))):
+    if not spec.startswith("hf://") and (spec.startswith((".", "/", "~")) or local.is_file()
+                                         or (local.suffix in WEIGHT_SUFFIXES and len(local.parts) < 3)):
         raise HubError(f"pretrained={spec!r}: no such model folder (a single weights file goes to checkpoint=..., "
                        "--checkpoint)")
     if not _REPO.match(spec[len("hf://"):] if spec.startswith("hf://") else spec):
         raise HubError(f"unknown pretrained name {spec!r}; published names: {known}; or OWNER/NAME[@REVISION] of a "
                        "hub repo written by `acula publish`, or a local folder")
     repo, revision, filename = split_spec(spec)
-    for k, entry in PUBLISHED.items():  # a published repo by its id: OPERA's three files, AcuLa
-        if entry.repo.lower() == repo.lower() and filename is None and (entry.encoder == key or k == key
-                                                                         or len(_entries_of(entry.repo)) == 1):
-            return _from_entry(k, entry, spec, revision, name)
+    for k, entry in PUBLISHED.items():  # a published repo by its id (OPERA's three files, AcuLa), or one of its files
+        if entry.repo.lower() == repo.lower() and (entry.encoder == key or k == key
+                                                   or len(_entries_of(entry.repo)) == 1):
+            target = _from_entry(k, entry, spec, revision, name)
+            if filename and filename != entry.filename:
+                target.filename, target.sha256 = filename, None
+            return target
     return Target(spec, repo=repo, filename=filename or MODEL_FILE, revision=revision or "main")
 
 
