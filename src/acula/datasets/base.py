@@ -116,10 +116,10 @@ def sniff_delimiter(first_line: str) -> str:
     return ","
 
 
-def read_table(path: Path, required: Iterable[str] = ()) -> list[dict]:
+def read_table(path: Path, required: Iterable[str] = (), error: type[DatasetError] = DatasetError) -> list[dict]:
     """Rows of a csv/tsv as dicts of strings (BOM, CRLF, ';' and tab separators handled).
 
-    A missing required column raises DatasetError naming the file, the column and the columns found.
+    A missing required column raises `error` naming the file, the column and the columns found.
     """
     path = Path(path)
     try:
@@ -127,15 +127,15 @@ def read_table(path: Path, required: Iterable[str] = ()) -> list[dict]:
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
     except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
     if not text.strip():
-        raise DatasetError(f"{path}: empty file")
+        raise error(f"{path}: empty file")
     rows = list(csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text.split("\n", 1)[0])))
     cols = [c.strip() for c in rows[0]]
     missing = [c for c in required if c not in cols]
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(repr(m) for m in missing)}; "
-                           f"found columns: {', '.join(repr(c) for c in cols)}")
+        raise error(f"{path}: missing column(s) {', '.join(repr(m) for m in missing)}; "
+                    f"found columns: {', '.join(repr(c) for c in cols)}")
     return [{c: (r[j].strip() if j < len(r) else "") for j, c in enumerate(cols) if c}
             for r in rows[1:] if any(x.strip() for x in r)]
 

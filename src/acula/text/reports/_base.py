@@ -7,21 +7,22 @@ every builder records the findings it stated next to the text.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ...datasets.base import DatasetError, columns_of  # noqa: F401  (columns_of: used by the builders)
+from ...datasets.base import read_table as _read_table
+
 # Spellings that mean "no value" in the shipped tables (pandas writes nan, ICBHI writes NA,
 # CirCor writes Unknown, SPRSound's processing writes None for "no events").
 PLACEHOLDERS = {"", "nan", "na", "n/a", "none", "null", "unknown", "?"}
 
 
-class ReportInputError(ValueError):
+class ReportInputError(DatasetError):
     """Bad metadata: names the file / record and what was expected."""
 
 
@@ -220,44 +221,9 @@ class Builder:
 
 # --------------------------------------------------------------------------- tables
 
-def sniff_delimiter(first_line: str) -> str:
-    if "\t" in first_line:
-        return "\t"
-    if ";" in first_line and "," not in first_line:
-        return ";"
-    return ","
-
-
 def read_table(path: Path, required: Iterable[str] = ()) -> list[dict]:
-    """Rows of a csv/tsv as dicts of strings (BOM, CRLF, ';' and tab separators handled).
-
-    A missing required column raises ReportInputError naming the file, the column and the
-    columns found.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        text = path.read_text(encoding="latin-1")
-    if not text.strip():
-        raise ReportInputError(f"{path}: empty file")
-    rows = list(csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text.split("\n", 1)[0])))
-    cols = [c.strip() for c in rows[0]]
-    missing = [c for c in required if c not in cols]
-    if missing:
-        raise ReportInputError(
-            f"{path}: missing column(s) {', '.join(repr(m) for m in missing)}; found columns: {', '.join(repr(c) for c in cols)}"
-        )
-    return [{c: (r[j].strip() if j < len(r) else "") for j, c in enumerate(cols) if c}
-            for r in rows[1:] if any(x.strip() for x in r)]
-
-
-def columns_of(path: Path) -> list[str]:
-    """Header of a csv/tsv (first line), for telling files apart by their columns."""
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-        first = f.readline()
-    sep = sniff_delimiter(first)
-    return [c.strip() for c in next(csv.reader([first], delimiter=sep), [])]
+    """The datasets' table reader; a bad table is a ReportInputError naming the file and the columns found."""
+    return _read_table(path, required, error=ReportInputError)
 
 
 def expand_paths(paths: Iterable[str | Path], patterns: Sequence[str]) -> list[Path]:
