@@ -1,15 +1,5 @@
-"""`acula bench`: the downstream benchmark (OPERA protocol, SPEC §5) for any registered encoder.
-
-    acula bench --encoder opera-gt --checkpoint gt.ckpt --tasks T1,T7,circor-murmur --data-root /data --out runs/b
-    acula bench --encoder opera-gt --preset tiny --task-csv my_task.csv --out runs/mine
-    acula bench compare runs/a/results.csv runs/b/results.csv
-
-Per task: load the recordings from the real download layout, embed them once with the task's input
-policy (SPEC §1.4; cached under OUT/features/ keyed by preprocessing, encoder and checkpoint), then fit
-the linear probe with seeds 0..N-1 (or once per held-out fold for LOOCV / LOSO tasks) and score the test
-split. A task that fails (missing dataset, bad CSV, one-class split) becomes an `error` row; the others
-still run. Results are rewritten atomically after every task.
-"""
+"""The downstream benchmark (OPERA's probe protocol) for any registered encoder; the command and the protocol are
+described in `acula.cli.bench` (`acula bench --help`) and docs/bench.md."""
 
 from __future__ import annotations
 
@@ -35,7 +25,7 @@ from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import Embeddings, embed_files, weights_sha256
 from .probe import LinearProbe, auroc
-from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task, list_tasks, resolve_tasks
+from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task  # noqa: F401  (csv_task: part of this module's API)
 
 RESULT_COLUMNS = ["task", "name", "dataset", "metric", "mean", "std", "n_seeds", "n_train", "n_val", "n_test",
                   "std_folds", "status", "error"]
