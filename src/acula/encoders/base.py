@@ -72,5 +72,15 @@ class AudioEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError(f"{self.name} has no masked-audio-modelling head")
 
+    # True where `forward_mam_feature` pools the visible tokens of the masked pass (one encoder pass per step)
+    masks_tokens: bool = False
+
+    def forward_mam_feature(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, decode: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MAM loss or 0, pooled features of the visible tokens) from one masked pass (FLIP, Li et al. 2023):
+        alignment then costs no second, unmasked encoder pass. `decode=False` skips the decoder (no MAM term)."""
+        raise NotImplementedError(f"{self.name} drops no tokens when masking: align on full features")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_feature(x)
