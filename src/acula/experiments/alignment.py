@@ -513,10 +513,12 @@ class Prepared:
         return [c.report_rows[p] for c in self.corpora for p in c.paths if p in c.report_rows]
 
 
-def fingerprint(cfg: ExperimentConfig) -> dict:
-    """The settings the prepared inputs depend on (not where the data root is: a copy elsewhere is the same)."""
-    return {"corpora": [asdict(c) for c in cfg.corpora], "encoder": cfg.encoder, "preset": cfg.preset,
-            "checkpoint": Path(cfg.checkpoint).name if cfg.checkpoint else None,
+def fingerprint(cfg: ExperimentConfig, encoder) -> dict:
+    """The settings the prepared inputs depend on: the encoder's front end, not the encoder (OPERA-GT's presets
+    share one), nor where the data root is (a copy elsewhere is the same)."""
+    c = encoder.contract
+    return {"corpora": [asdict(c) for c in cfg.corpora],
+            "front_end": {"frontend": c.frontend, "sample_rate": c.sample_rate, "n_mels": c.n_mels},
             "window_seconds": cfg.window_seconds, "max_per_subject": cfg.max_per_subject,
             "heldout_fraction": cfg.heldout_fraction, "split_seed": cfg.split_seed, "teacher": cfg.teacher,
             "report_profile": cfg.report_profile,
@@ -555,7 +557,7 @@ def prepare(cfg: ExperimentConfig, log) -> Prepared:
         held = [r["Gen_Report"] for r in c.heldout_reports.values()]
         report_emb[c.spec.dataset] = {"train": text[groups == c.spec.dataset],
                                       "heldout": embed_texts(teacher, held, cache_dir) if held else None}
-    return Prepared(corpora, x, align_idx, groups, targets, prompts, report_emb, teacher.key, fingerprint(cfg))
+    return Prepared(corpora, x, align_idx, groups, targets, prompts, report_emb, teacher.key, fingerprint(cfg, base))
 
 
 def _corpus_json(c: Corpus) -> dict:
@@ -640,8 +642,11 @@ def _run(cfg: ExperimentConfig, log) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(cfg.prepared or out / "prepared")
+    seed_everything(cfg.split_seed)
+    base = create(cfg.encoder, checkpoint=cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint,
+                  **({"preset": cfg.preset} if cfg.preset else {}))
     if (folder / "prepared.json").is_file():
-        prep = load_prepared(folder, fingerprint(cfg))
+        prep = load_prepared(folder, fingerprint(cfg, base))
         log(f"inputs, labels and teacher embeddings from {folder}")
     else:
         prep = prepare(cfg, log)
@@ -657,9 +662,6 @@ def _run(cfg: ExperimentConfig, log) -> dict:
                                             "dataset": g, "Gen_Report": r["Gen_Report"]}
                                            for r, g in zip(prep.align_rows, groups)])
     device = resolve_device(cfg.device)
-    seed_everything(cfg.split_seed)
-    base = create(cfg.encoder, checkpoint=cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint,
-                  **({"preset": cfg.preset} if cfg.preset else {}))
     crop = None if cfg.crop_seconds is None else int(round(cfg.crop_seconds * base.contract.sample_rate))
     if crop is not None and base.contract.frontend == "logmel":
         crop = frontend.frames_for(crop)
