@@ -3,7 +3,6 @@ described in `acula.cli.bench` (`acula bench --help`) and docs/bench.md."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -15,17 +14,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from .._io import sha256_file, sha256_text, write_json, write_text
-from ..audio import frontend
-from ..audio.io import AudioError, load_audio
+from .._io import sha256_text, write_json, write_text
+from ..audio.io import AudioError
+from ..audio.spec import InputSpec, pad_whole  # noqa: F401  (pad_whole: part of this module's API)
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
-from ..extract import Embeddings, embed_files, weights_sha256
+from ..extract import Embeddings, embed_files
+from ..features import as_spec, feature_key, weights_sha256
 from .probe import LinearProbe, auroc
-from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task  # noqa: F401  (csv_task: part of this module's API)
+from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task  # noqa: F401  (InputPolicy, csv_task: API)
 
 RESULT_COLUMNS = ["task", "name", "dataset", "metric", "mean", "std", "n_seeds", "n_train", "n_val", "n_test",
                   "std_folds", "status", "error"]
@@ -37,98 +35,10 @@ HIGHER_IS_BETTER = {"AUROC": True, "MAE": False}
 # features
 
 
-def pad_whole(wave: np.ndarray, length: int, mode: str) -> np.ndarray:
-    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does (SPEC §1.3)."""
-    if wave.size >= length:
-        return wave
-    if mode == "repeat":  # `_duplicate_padding`: recording at the end, its tail repeated in front
-        return frontend.repeat_pad(wave, wave, length)
-    if mode == "zero":  # `_equally_slice_pad_sample` with one slice: tile a short clip, else zero-fill
-        out = np.zeros(length, dtype=np.float32)
-        reps = length // wave.size if wave.size / length < 0.5 else 1
-        out[: reps * wave.size] = np.tile(wave, reps)
-        return out
-    raise ValueError(f"unknown pad mode {mode!r} (repeat | zero)")
-
-
-def min_samples(encoder: AudioEncoder, seconds: float) -> int:
-    """`seconds` of audio, lengthened where needed so the log-mel has the encoder's minimum frame count."""
-    c = encoder.contract
-    n = int(seconds * c.sample_rate)
-    while frontend.frames_for(n) < c.min_frames:
-        n += max(1, c.sample_rate // 100)
-    return n
-
-
-@torch.inference_mode()
-def _embed_whole(encoder: AudioEncoder, paths: list[str], policy: InputPolicy, device: str,
-                 progress: bool) -> Embeddings:
-    """CE/CT path: each whole trimmed recording in one pass (batch 1, variable length), padded if short."""
-    c = encoder.contract
-    length = min_samples(encoder, policy.seconds)
-    encoder.eval().to(device)
-    rows, kept, skipped = [], [], []
-    for p in tqdm(paths, desc=f"embed [{encoder.name}, whole]", unit="clip", disable=not progress):
-        try:
-            wave = load_audio(p, sample_rate=c.sample_rate)
-            wave, _ = frontend.trim_silence(wave, 60.0, frame_length=c.sample_rate // 10,
-                                            hop_length=c.sample_rate // 20)  # OPERA: 100 ms frames, 50 ms hop
-            wave = torch.from_numpy(np.ascontiguousarray(pad_whole(wave, length, policy.pad)))
-            x = frontend.logmel(wave[None].to(device), sample_rate=c.sample_rate)
-            f = encoder.forward_feature(x).float().cpu()[0]
-        except AudioError as e:
-            skipped.append((p, e.reason))
-            continue
-        if not torch.isfinite(f).all():
-            skipped.append((p, "non-finite embedding"))
-            continue
-        rows.append(f.numpy())
-        kept.append(p)
-    emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, encoder.feature_dim), np.float32)
-    return Embeddings(emb, kept, [p for p, _ in skipped], [r for _, r in skipped])
-
-
-@contextlib.contextmanager
-def window_seconds_of(encoder: AudioEncoder, seconds: float):
-    """Run `embed_files` with this task's GT window length (8.18 s, 5 s for MMLung, 8 s for NoseMic)."""
-    saved = encoder.contract
-    encoder.contract = dataclasses.replace(saved, window_seconds=float(seconds))
-    try:
-        yield
-    finally:
-        encoder.contract = saved
-
-
-def embed_task(encoder: AudioEncoder, paths: list[str], policy: InputPolicy | None, batch_size: int = 32,
+def embed_task(encoder: AudioEncoder, paths: list[str], spec: InputSpec | None, batch_size: int = 32,
                device: str = "cpu", progress: bool = False) -> Embeddings:
-    if policy is None:
-        return embed_files(encoder, paths, batch_size=batch_size, progress=progress, device=device)
-    if policy.kind == "windows":
-        with window_seconds_of(encoder, policy.seconds):
-            return embed_files(encoder, paths, policy="opera", batch_size=batch_size, progress=progress, device=device)
-    if policy.kind == "whole":
-        return _embed_whole(encoder, paths, policy, device, progress)
-    raise ValueError(f"unknown input policy kind {policy.kind!r}")
-
-
-def feature_key(encoder: AudioEncoder, policy: InputPolicy | None, checkpoint: str | None) -> dict:
-    """Everything the features depend on except the file list: preprocessing, encoder, weights."""
-    c = encoder.contract
-    if policy is None:
-        name, seconds, pad = c.window_policy, c.window_seconds, None
-    else:
-        name, seconds, pad = ("opera" if policy.kind == "windows" else "whole"), policy.seconds, policy.pad
-    key = {
-        "encoder": dict(encoder.config),
-        "feature_dim": encoder.feature_dim,
-        "contract": c.to_dict(),
-        "input_policy": {"policy": name, "seconds": float(seconds), "pad": pad},
-        "frontend_fingerprint": frontend.fingerprint(sample_rate=c.sample_rate, frontend=c.frontend, policy=name,
-                                                     window_samples=int(seconds * c.sample_rate), pad=pad),
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
-    }
-    return json.loads(json.dumps(key, default=str))  # tuples -> lists, so a reloaded key compares equal
+    """A task's recordings through the encoder with the task's input (None: the encoder's default)."""
+    return embed_files(encoder, paths, policy=spec, batch_size=batch_size, progress=progress, device=device)
 
 
 def _relative(paths: list[str], root: str) -> list[str]:
@@ -145,8 +55,8 @@ def task_features(encoder: AudioEncoder, task: Task, data: TaskData, out: Path, 
     shared by several tasks (T5/T6, T13-T15, ...) are embedded once.
     """
     memo = {} if memo is None else memo
-    policy = task.input_policy(encoder.name)
-    key = feature_key(encoder, policy, checkpoint)
+    spec = as_spec(encoder, task.input_policy(encoder.name))
+    key = feature_key(encoder, spec, checkpoint)
     if ("weights",) not in memo:  # hashed once per run; also tells two random initialisations apart
         memo[("weights",)] = weights_sha256(encoder)
     key["weights_sha256"] = memo[("weights",)]
@@ -175,7 +85,7 @@ def task_features(encoder: AudioEncoder, task: Task, data: TaskData, out: Path, 
         todo = [p for p in data.paths if (fp, p) not in memo]
         t0 = time.time()
         if todo:
-            new = embed_task(encoder, todo, policy, batch_size=batch_size, device=device, progress=progress)
+            new = embed_task(encoder, todo, spec, batch_size=batch_size, device=device, progress=progress)
             memo.update({(fp, p): v for p, v in zip(new.paths, new.embeddings)})
             memo.update({(fp, p): r for p, r in zip(new.skipped_paths, new.skipped_reasons)})
         got = [(p, r, memo[(fp, p)]) for p, r in zip(data.paths, rel)]
