@@ -148,13 +148,18 @@ class InputSpec:
 
     def inputs(self, wave, contract: Any):
         """(K, ...) encoder inputs: the windows through the encoder's front end (log-mel or raw waveform)."""
-        import numpy as np
-        import torch
+        return front_end(self.windows(wave, contract), contract)
 
-        from .frontend import logmel
 
-        w = torch.from_numpy(np.ascontiguousarray(self.windows(wave, contract), dtype=np.float32))
-        return logmel(w, sample_rate=contract.sample_rate) if contract.frontend == "logmel" else w
+def front_end(windows, contract: Any):
+    """(K, L) windows -> (K, T, n_mels) log-mel, or the (K, L) waveforms for encoders that take raw audio."""
+    import numpy as np
+    import torch
+
+    from .frontend import logmel
+
+    w = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+    return logmel(w, sample_rate=contract.sample_rate) if contract.frontend == "logmel" else w
 
 
 def pad_whole(wave, length: int, mode: str):

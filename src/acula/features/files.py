@@ -11,8 +11,8 @@ from ..audio.io import AudioError
 from .pool import Pooler, finite_means
 
 
-def pool_files(paths: Sequence[str], read: Callable[[str], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor],
-               batch_size: int | None, strict: bool = False, indices: Sequence[int] | None = None,
+def pool_files(paths: Sequence[str], read: Callable[[str], torch.Tensor],
+               forward: Callable[[torch.Tensor], torch.Tensor], batch_size: int | None, strict: bool = False, indices: Sequence[int] | None = None,
                bar=None) -> tuple[dict[int, np.ndarray], list[tuple[int, str]]]:
     """({index: mean feature}, [(index, reason)] of the files skipped), indices into `paths` (default: all).
 
