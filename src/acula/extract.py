@@ -1,10 +1,10 @@
 """Audio files -> encoder inputs -> clip embeddings, for any registered encoder.
 
 One path for every encoder: an `InputSpec` loads and cuts each file into the encoder's inputs, and
-`acula.features` pools the window features per clip. Bad
-files become recorded skips (or errors with `strict=True`); a non-finite embedding is never
-returned. Clips are processed in fixed chunks that never share a batch, so with `resume_dir` a
-killed run picks up at its last finished chunk and ends with the same bits as an uninterrupted one.
+`acula.features` pools the window features per clip. Bad files become recorded skips (or errors with
+`strict=True`); a non-finite embedding is never returned. Clips are processed in fixed chunks that never
+share a batch, so with `resume_dir` a killed run picks up at its last finished chunk and ends with the
+same bits as an uninterrupted one.
 """
 
 from __future__ import annotations

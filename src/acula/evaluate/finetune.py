@@ -20,8 +20,8 @@ from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
 from ..features import feature_forward, pool_clips
-from .bench import RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, markdown
 from .probe import make_head
+from .results import csv_text, error_row, task_rows, write_results
 from .tasks import Task, TaskData, TaskError
 from .zeroshot import auroc_over_present_classes
 
@@ -241,13 +241,7 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
             log(f"  seed {s}: {task.metric} {values[-1]:.4f} (mean over {len(per_fold)} held-out folds)")
     n_train, n_val = (int(round(np.mean([z[i] for z in sizes]))) for i in (0, 1))
     n_test = sizes[0][2] if data.split is not None else int(sum(len(f) for f in data.folds))
-    row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric,
-           "mean": fmt_mean_std(float(np.mean(values))), "std": fmt_mean_std(float(np.std(values))),
-           "n_seeds": len(seeds), "n_train": n_train, "n_val": n_val, "n_test": n_test,
-           "std_folds": fmt_mean_std(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
-    seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": fmt_mean_std(v),
-                  "std_folds": fmt_mean_std(fold_std[i]) if fold_std else ""}
-                 for i, (s, v) in enumerate(zip(seeds, values))]
+    row, seed_rows = task_rows(task, seeds, values, fold_std, n_train, n_val, n_test)
     log(f"  {task.metric} = {np.mean(values):.4f} ± {np.std(values):.4f} over {len(seeds)} seed(s)")
     return row, seed_rows, notes, log_rows
 
@@ -284,17 +278,12 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
         except (TaskError, AudioError, ValueError, FileNotFoundError) as e:  # one failed task must not stop the others
             msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
             log(f"{task.id} {task.name}: ERROR {msg}")
-            row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric, "mean": "",
-                   "std": "", "n_seeds": 0, "n_train": "", "n_val": "", "n_test": "", "std_folds": "",
-                   "status": "error", "error": msg}
-            srows, tnotes, lrows = [], [], []
+            row, srows, tnotes, lrows = error_row(task, msg), [], [], []
         rows.append(row)
         seed_rows += srows
         log_rows += lrows
         notes[task.id] = tnotes
-        write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
-        write_text(out / "results_seeds.csv", csv_text(seed_rows, SEED_COLUMNS))
-        write_text(out / "results.md", markdown(rows, notes, title))
+        write_results(out, rows, seed_rows, notes, title)
         write_text(out / "finetune_log.csv", csv_text(log_rows, LOG_COLUMNS))
         write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
     tracking.finish()
