@@ -41,7 +41,7 @@ from ..evaluate import zeroshot as zs
 from ..evaluate.bench import pooled_auroc
 from ..evaluate.probe import LinearProbe, auroc
 from ..evaluate.tasks import get_task
-from ..features import Pooler, read_inputs
+from ..features import pool_clips, read_inputs
 from ..text.cache import embed_texts
 from ..text.reports import build_report_table
 from ..text.teacher import Teacher
@@ -204,11 +204,8 @@ class FrozenTrunk:
         self.check(encoder)
         encoder.eval()
         top = encoder.backbone[self.n_layers:]
-        pooler = Pooler(lambda h: top(h).mean(dim=(2, 3)), batch * self.acts.shape[1])  # a clip's patches: its windows
-        for i, patches in enumerate(self.acts):
-            pooler.add(i, patches)
-        means = pooler.finish()
-        return torch.stack([means[i] for i in range(len(self.acts))]).numpy()
+        # a clip's patches are its windows: the one pooling loop averages them, `batch` clips per pass
+        return pool_clips(lambda h: top(h).mean(dim=(2, 3)), self.acts, batch * self.acts.shape[1]).numpy()
 
 
 class CroppedData(AlignmentData):

@@ -57,7 +57,7 @@ class Pooler:
             self._counts[clip] = self._counts.get(clip, 0) + 1
 
     def finish(self) -> dict[Hashable, torch.Tensor]:
-        """{clip: mean feature}, in the order clips were first added."""
+        """{clip: mean feature} of every clip added since the last finish."""
         self.flush()
         out = {k: s / self._counts[k] for k, s in self._sums.items()}
         self._sums, self._counts = {}, {}
