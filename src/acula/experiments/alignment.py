@@ -33,13 +33,14 @@ from ..audio import frontend
 from ..datasets.manifest import write_manifest
 from ..data.splits import subject_split, train_val_split
 from ..datasets import locate, read_table
-from ..audio.io import load_audio
+from ..audio.spec import InputSpec
 from ..encoders import create
 from ..encoders.checkpoint import save_encoder
 from ..evaluate import zeroshot as zs
 from ..evaluate.bench import pooled_auroc
 from ..evaluate.probe import LinearProbe, auroc
 from ..evaluate.tasks import get_task
+from ..features import encode_windows, feature_forward, pool_clips, read_inputs
 from ..text.cache import embed_texts
 from ..text.reports import build_report_table
 from ..text.teacher import Teacher
@@ -176,15 +177,7 @@ def clip_input(path: str, encoder, seconds: float) -> np.ndarray:
     """One fixed window per clip: its first `seconds`, repeat-padded when shorter (OPERA's padding,
     so no window is part silence and clip length does not leak into the features), through the
     encoder's front end."""
-    c = encoder.contract
-    n = int(round(seconds * c.sample_rate))
-    wave = load_audio(path, sample_rate=c.sample_rate, max_seconds=seconds)
-    wave = wave[:n] if wave.size >= n else frontend.repeat_pad(wave, wave, n)
-    x = torch.from_numpy(np.ascontiguousarray(wave[None], dtype=np.float32))
-    if c.frontend == "logmel":
-        x = frontend.logmel(x, sample_rate=c.sample_rate)
-    encoder.check_input(x)
-    return x[0].numpy()
+    return read_inputs(path, encoder.contract, InputSpec("acula", seconds, padding="repeat"), encoder.name)[0].numpy()
 
 
 def freeze(encoder, n_layers: int) -> None:
@@ -229,12 +222,8 @@ class FrozenTrunk:
         self.check(encoder)
         encoder.eval()
         top = encoder.backbone[self.n_layers:]
-        out = []
-        for i in range(0, len(self.acts), batch):
-            h = self.acts[i:i + batch]
-            n, p = h.shape[:2]
-            out.append(top(h.flatten(0, 1)).mean(dim=(2, 3)).view(n, p, -1).mean(1))
-        return torch.cat(out).numpy()
+        # a clip's patches are its windows: the one pooling loop averages them, `batch` clips per pass
+        return pool_clips(lambda h: top(h).mean(dim=(2, 3)), self.acts, batch * self.acts.shape[1]).numpy()
 
 
 class CroppedData(AlignmentData):
@@ -630,11 +619,11 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.inference_mode()
 def encode(encoder, x: np.ndarray, device: torch.device, batch: int = 64) -> np.ndarray:
+    """Features of each one-window clip on `device` (the encoder goes back to the CPU after)."""
     encoder.to(device).eval()
-    out = [encoder.forward_feature(torch.from_numpy(np.asarray(x[i:i + batch], np.float32)).to(device)).float().cpu()
-           for i in range(0, len(x), batch)]
+    f = encode_windows(feature_forward(encoder, device), x, batch).numpy()
     encoder.cpu()
-    return torch.cat(out).numpy()
+    return f
 
 
 def _run(cfg: ExperimentConfig, log) -> dict:
