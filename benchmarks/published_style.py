@@ -1,4 +1,5 @@
-"""The published AcuLa training step, re-created for timing (SPEC §1.1-1.2, §3.1-3.4). Benchmark-only code.
+"""The published AcuLa training step, re-created for timing. Benchmark-only code. What it re-creates:
+docs/protocol.md#front-end, #alignment-input, #alignment-model and #alignment-loss.
 
 It keeps everything of the published loop that costs time, because that is what the benchmark compares:
 
@@ -78,7 +79,8 @@ def tokenize(tokenizer, reports: list[str]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def lm_features(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden state mean-pooled over every position, padding included (SPEC §3.6 item 2), as fp32."""
+    """Last hidden state mean-pooled over every position, padding included, as fp32 (the published bug:
+    docs/protocol.md#published-bugs, item 2)."""
     out = lm(input_ids=input_ids, attention_mask=attention_mask.float(), output_hidden_states=True)
     return torch.mean(out.hidden_states[-1], dim=1).float()
 

@@ -38,7 +38,10 @@ HIGHER_IS_BETTER = {"AUROC": True, "MAE": False}
 
 
 def pad_whole(wave: np.ndarray, length: int, mode: str) -> np.ndarray:
-    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does (SPEC §1.3)."""
+    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does.
+
+    docs/protocol.md#downstream-windows
+    """
     if wave.size >= length:
         return wave
     if mode == "repeat":  # `_duplicate_padding`: recording at the end, its tail repeated in front

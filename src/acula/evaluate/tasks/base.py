@@ -1,11 +1,11 @@
 """What a downstream task is, what its loader returns, and the small readers the loaders share.
 
-A `Task` is a row of SPEC §5.2 made executable: label map, probe hyper-parameters, split protocol,
-per-encoder input policy (SPEC §1.4) and a `load(data_root)` that reads the dataset's real download
-layout (SPEC §6). A loader returns `TaskData`: one row per recording with its label and subject, plus
-either a train/val/test assignment or the held-out folds of a leave-one-subject-out protocol.
-Everything that can go wrong with a data root raises `TaskError` with the path and what was expected,
-so one bad dataset never stops a benchmark run.
+A `Task` is a row of OPERA's task table (docs/protocol.md#tasks) made executable: label map, probe
+hyper-parameters, split protocol, per-encoder input policy (docs/protocol.md#per-task-input-lengths) and a
+`load(data_root)` that reads the dataset's real download layout (docs/protocol.md#dataset-layouts). A loader
+returns `TaskData`: one row per recording with its label and subject, plus either a train/val/test assignment
+or the held-out folds of a leave-one-subject-out protocol. Everything that can go wrong with a data root
+raises `TaskError` with the path and what was expected, so one bad dataset never stops a benchmark run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TaskError(DatasetError):
 
 @dataclass(frozen=True)
 class InputPolicy:
-    """How recordings become encoder inputs for one task (SPEC §1.4).
+    """How recordings become encoder inputs for one task (docs/protocol.md#input-policies).
 
     kind "windows": OPERA-GT's path, silence-trimmed `seconds`-long windows with 50 % overlap, features
     averaged. kind "whole": OPERA-CE/CT's path, the whole trimmed recording in one pass, padded up to
@@ -145,7 +145,7 @@ class TaskData:
 
 @dataclass(frozen=True)
 class Task:
-    """One downstream task: protocol constants of SPEC §5 plus the loader of its dataset."""
+    """One downstream task: protocol constants (docs/protocol.md#probe-protocol) plus the loader of its dataset."""
 
     id: str
     name: str
@@ -155,7 +155,7 @@ class Task:
     target: str  # what is predicted, in words
     protocol: str  # how train/val/test are formed, in words (results.md prints it)
     loader: Callable[[Path], TaskData]
-    input_sec: dict[str, float]  # encoder name -> input seconds (SPEC §1.4)
+    input_sec: dict[str, float]  # encoder name -> input seconds (docs/protocol.md#per-task-input-lengths)
     pad: dict[str, str] = field(default_factory=dict)  # encoder name -> "zero" where OPERA used pad0
     label_map: dict[str, int] | None = None  # source value -> class index (documentation and output)
     epochs: int = 64
