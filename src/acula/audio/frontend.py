@@ -13,7 +13,8 @@ Every encoder in acula sees audio the way OPERA and AcuLa prepared it:
     downstream path). Every window gets its own log-mel (so its own min-max normalisation).
   Averaging encoder features over the K windows of one recording is the extraction pipeline's job, not this
   module's; with the "acula" policy K is 1 and the mean is the identity.
-* `fingerprint()` names the preprocessing settings, so a feature cache can refuse features computed differently.
+* `fingerprint()` names the preprocessing settings, so a feature cache can refuse features computed differently;
+  `InputSpec.fingerprint` (audio/spec.py) is the one caller that decides which settings go in.
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ def opera_windows(
     return np.concatenate([full, last[None]], axis=0)
 
 
+# the window functions by name, for callers holding a bare waveform; the pipeline names its inputs with
+# `acula.audio.spec.InputSpec`, which calls these
 POLICIES: dict[str, Callable[..., np.ndarray]] = {"acula": acula_windows, "opera": opera_windows}
 
 

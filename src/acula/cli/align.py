@@ -42,6 +42,7 @@ def run_align(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, loss=args.loss,
                       lambda_align=args.lambda_align, lambda_mam=args.lambda_mam, seed=args.seed,
                       mixed_precision=args.mixed_precision, grad_checkpointing=args.grad_checkpointing,
+                      align_features=args.align_features, unmasked_epochs=args.unmasked_epochs,
                       save_every_steps=args.save_every_steps, tensorboard=args.tensorboard,
                       report_to=parse_report_to(args.report_to))
     within = _align_within(args, rows)
@@ -193,6 +194,12 @@ def register(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--align-features", default="full", choices=["full", "masked"],
+                   help="full (published): each step runs the encoder twice, masked for MAM and unmasked for the "
+                        "alignment features; masked: once, aligning the pooled visible tokens of the MAM pass (FLIP; "
+                        "OPERA-GT only; docs/align.md compares them)")
+    p.add_argument("--unmasked-epochs", type=int, default=0, metavar="N",
+                   help="with --align-features masked: run the last N epochs full (FLIP's unmasked tuning)")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--save-every-steps", type=int, default=0)
     p.add_argument("--tensorboard", action="store_true", help="same as --report-to tensorboard")

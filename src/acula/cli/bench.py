@@ -102,7 +102,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..evaluate.bench import compare
+    from ..evaluate.results import compare
 
     text, _ = compare(args.a, args.b)
     print(text)

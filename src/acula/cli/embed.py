@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--policy", choices=["acula", "opera", "whole"], default=None,
                    help="windowing policy (default: the encoder's)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="encoder arithmetic: auto = bf16 autocast where the device computes bf16 natively (CUDA, "
+                        "CPUs with AVX512-BF16/AMX; cosine >= 0.999 to fp32), else fp32")
     add_strict_arg(p, "stop at the first bad file instead of skipping it")
     p.add_argument("--resume", action="store_true",
                    help="keep finished chunks in OUT.partial/ so a killed run continues where it stopped")
@@ -35,7 +38,12 @@ def cmd_embed(args) -> int:
         print("no audio inputs found", file=sys.stderr)
         return 2
     policy = args.policy or encoder.contract.window_policy
+    from ..encoders.precision import resolve_precision
+
+    precision = resolve_precision(args.precision)  # the CLI embeds on the CPU
     config = describe(encoder, policy, args.checkpoint)  # fails early on a bad configuration
+    if precision != "fp32":
+        config["precision"] = precision
     if args.feature_cache:
         from ..data.features import POLICIES, build_feature_cache
         from ..extract import embed_cache
@@ -45,11 +53,11 @@ def cmd_embed(args) -> int:
                              f"{encoder.name} with policy {policy!r} reads its audio directly (drop the flag)")
         cache = build_feature_cache(paths, args.feature_cache, encoder.contract, policy=policy, workers=args.workers,
                                     strict=args.strict)  # built once, resumable; refused if built otherwise
-        result = embed_cache(encoder, cache, batch_size=args.batch_size, strict=args.strict)
+        result = embed_cache(encoder, cache, batch_size=args.batch_size, strict=args.strict, precision=precision)
     else:
         resume_dir = Path(str(args.out) + ".partial") if args.resume else None
         result = embed_files(encoder, paths, policy=policy, batch_size=args.batch_size, strict=args.strict,
-                             resume_dir=resume_dir)
+                             resume_dir=resume_dir, precision=precision)
     result.config = config
     result.save(args.out)
     print(f"embedded {len(result.paths)} / {len(paths)} files -> {args.out} "

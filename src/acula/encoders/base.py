@@ -30,6 +30,21 @@ class InputContract:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self, x: torch.Tensor, who: str = "encoder") -> None:
+        """Name the expected and actual shape instead of failing deep inside a conv (also for a feature cache,
+        which has a contract and no network)."""
+        if self.frontend == "logmel":
+            if x.ndim != 3 or x.shape[-1] != self.n_mels:
+                raise ValueError(
+                    f"{who}: expected log-mel of shape (batch, frames, {self.n_mels}), got {tuple(x.shape)}"
+                )
+            if x.shape[1] < self.min_frames:
+                raise ValueError(f"{who}: needs at least {self.min_frames} frames, got {x.shape[1]}")
+            if self.max_frames is not None and x.shape[1] > self.max_frames:
+                raise ValueError(f"{who}: accepts at most {self.max_frames} frames, got {x.shape[1]}")
+        elif x.ndim != 2:
+            raise ValueError(f"{who}: expected waveforms of shape (batch, samples), got {tuple(x.shape)}")
+
 
 class AudioEncoder(nn.Module):
     """Base class. Subclasses set `feature_dim` and `contract`, implement `forward_feature`.
@@ -50,19 +65,7 @@ class AudioEncoder(nn.Module):
     config: dict[str, Any] = {}  # constructor arguments, set by the registry; saved with checkpoints
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Name the expected and actual shape instead of failing deep inside a conv."""
-        c = self.contract
-        if c.frontend == "logmel":
-            if x.ndim != 3 or x.shape[-1] != c.n_mels:
-                raise ValueError(
-                    f"{self.name}: expected log-mel of shape (batch, frames, {c.n_mels}), got {tuple(x.shape)}"
-                )
-            if x.shape[1] < c.min_frames:
-                raise ValueError(f"{self.name}: needs at least {c.min_frames} frames, got {x.shape[1]}")
-            if c.max_frames is not None and x.shape[1] > c.max_frames:
-                raise ValueError(f"{self.name}: accepts at most {c.max_frames} frames, got {x.shape[1]}")
-        elif x.ndim != 2:
-            raise ValueError(f"{self.name}: expected waveforms of shape (batch, samples), got {tuple(x.shape)}")
+        self.contract.check(x, self.name)
 
     def forward_feature(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, n_mels) -> (B, D)
         raise NotImplementedError
@@ -71,6 +74,16 @@ class AudioEncoder(nn.Module):
         self, x: torch.Tensor, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError(f"{self.name} has no masked-audio-modelling head")
+
+    # True where `forward_mam_feature` pools the visible tokens of the masked pass (one encoder pass per step)
+    masks_tokens: bool = False
+
+    def forward_mam_feature(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, decode: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MAM loss or 0, pooled features of the visible tokens) from one masked pass (FLIP, Li et al. 2023):
+        alignment then costs no second, unmasked encoder pass. `decode=False` skips the decoder (no MAM term)."""
+        raise NotImplementedError(f"{self.name} drops no tokens when masking: align on full features")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_feature(x)

@@ -323,7 +323,7 @@ def _common_prefix_hint(keys: list[str], own: dict) -> str | None:
 # ------------------------------------------------------------------------------------- saving
 def encoder_config(model: AudioEncoder, decoder: bool = True) -> dict[str, Any]:
     """What a later `load_encoder` needs to rebuild `model` (registry name and options)."""
-    from .. import __version__
+    from .._version import __version__
 
     built = dict(getattr(model, "config", {}) or {})
     built.setdefault("name", getattr(model, "name", type(model).__name__))

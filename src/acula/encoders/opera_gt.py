@@ -387,9 +387,10 @@ class MaskedAutoencoderViT(AudioEncoder):
         self, x: torch.Tensor, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masked pass: (loss, pred (B, L, p*p), mask (B, L), 1 = masked). `noise` (B, L) replaces torch.rand."""
-        self.check_input(x)
-        B, T, _ = x.shape
-        L = self.num_tokens(T)
+        loss, pred, mask, _ = self._masked_pass(x, noise, decode=True)
+        return loss, pred, mask
+
+    def _check_decoder_length(self, T: int, L: int) -> None:
         if self.decoder_kind == "swin-quirk" and L % self.decoder_feat_area:
             step = self.decoder_feat_area // self.freq_patches * self.patch_size
             raise ValueError(
@@ -398,15 +399,35 @@ class MaskedAutoencoderViT(AudioEncoder):
                 f"({', '.join(str(step * i) for i in range(1, self.contract.max_frames // step + 1))}); got {T} frames "
                 f"({L} tokens). forward_feature accepts any length."
             )
+
+    masks_tokens = True
+
+    def forward_mam_feature(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, decode: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One masked pass: (MAM loss, or 0 without `decode`; the visible patch tokens pooled as
+        `forward_feature` pools all of them: their mean, then the final LayerNorm)."""
+        loss, _, _, feature = self._masked_pass(x, noise, decode)
+        return loss, feature
+
+    def _masked_pass(self, x: torch.Tensor, noise: torch.Tensor | None, decode: bool):
+        self.check_input(x)
+        B, T, _ = x.shape
+        L = self.num_tokens(T)
+        if decode:
+            self._check_decoder_length(T, L)
         if noise is None:
             noise = torch.rand(B, L, device=x.device)
         elif tuple(noise.shape) != (B, L):
             raise ValueError(f"{self.name}: masking noise must have shape {(B, L)}, got {tuple(noise.shape)}")
         tokens = self.patch_embed(x) + self.pos_embed[:, 1 : L + 1]
         kept, mask, ids_restore = self.random_masking(tokens, noise.to(tokens.device))
-        latent = self.norm(self._blocks(self._with_cls(kept)))
-        pred = self.forward_decoder(latent, ids_restore)
-        return self.mam_loss(x, pred, mask), pred, mask
+        hidden = self._blocks(self._with_cls(kept))
+        feature = self.norm(hidden[:, 1:].mean(dim=1))
+        if not decode:
+            return x.new_zeros(()), None, mask, feature
+        pred = self.forward_decoder(self.norm(hidden), ids_restore)
+        return self.mam_loss(x, pred, mask), pred, mask, feature
 
 
 @register("opera-gt")

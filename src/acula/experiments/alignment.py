@@ -33,14 +33,14 @@ from ..audio import frontend
 from ..datasets.manifest import write_manifest
 from ..data.splits import subject_split, train_val_split
 from ..datasets import locate, read_table
-from ..audio.io import load_audio
-from ..demo import features
+from ..audio.spec import InputSpec
 from ..encoders import create
 from ..encoders.checkpoint import save_encoder
 from ..evaluate import zeroshot as zs
 from ..evaluate.bench import pooled_auroc
 from ..evaluate.probe import LinearProbe, auroc
 from ..evaluate.tasks import get_task
+from ..features import encode_windows, feature_forward, pool_clips, read_inputs
 from ..text.cache import embed_texts
 from ..text.reports import build_report_table
 from ..text.teacher import Teacher
@@ -76,6 +76,16 @@ CONFIGS: dict[str, Preset] = {
     "yaseen": Preset((CorpusSpec("yaseen", "yaseen", ("yaseen-abnormal", "yaseen-4class")),), 4.0,
                      "Yaseen heart-valve sounds (1.2-4 s clips; split by file: no patient ids)"),
 }
+ARMS = ("initial", "baseline", "aligned", "aligned_masked", "aligned_masked_tuned", "published", "label_cka")
+ARM_NAMES = {"initial": "initial", "baseline": "MAM only", "aligned": "MAM + CKA (acula reports)",
+             "aligned_masked": "MAM + CKA, masked features (one pass)",
+             "aligned_masked_tuned": "MAM + CKA, masked + unmasked last epoch",
+             "published": "MAM + CKA (published reports)", "label_cka": "MAM + CKA (one-hot labels)"}
+# trained arms: (target, aligned?, --align-features); "tuned" runs its last `unmasked_epochs` full
+TRAINED = {"baseline": ("reports", False, "full"), "aligned": ("reports", True, "full"),
+           "aligned_masked": ("reports", True, "masked"), "aligned_masked_tuned": ("reports", True, "masked"),
+           "published": ("published", True, "full"), "label_cka": ("labels", True, "full")}
+DEFAULT_ARMS = ("baseline", "aligned", "published", "label_cka")
 # Per encoder, what keeps a default run inside its CPU budget (docs/real-data.md says what each costs).
 ENCODER_DEFAULTS = {
     # YAMNet: AudioSet weights; its first 8 of 14 layers (75 % of its compute, 6 % of its weights) stay frozen,
@@ -85,7 +95,8 @@ ENCODER_DEFAULTS = {
     # OPERA-GT: windows of a multiple of 64 log-mel frames (its Swin decoder's unit), 4.064 s = 128 frames;
     # random init + MAM first; at most 2 recordings per subject (an arm is then ~2 min here)
     "opera-gt": dict(crop_seconds=None, freeze_layers=0, epochs=8, lr=5e-4, mam_epochs=8, window_seconds=4.064,
-                     max_per_subject=2),
+                     max_per_subject=2, arms=DEFAULT_ARMS[:2] + ("aligned_masked", "aligned_masked_tuned")
+                     + DEFAULT_ARMS[2:]),
 }
 
 
@@ -108,7 +119,8 @@ def make_config(name: str, data_root: str | Path, out: str | Path, encoder: str 
     train_keys = {"epochs", "lr", "batch_size"}
     given = {k: v for k, v in overrides.items() if v is not None}
     train = TrainConfig(epochs=given.pop("epochs", d.pop("epochs")), lr=given.pop("lr", d.pop("lr")),
-                        batch_size=given.pop("batch_size", 32), warmup_steps=5, weight_decay=0.01)
+                        batch_size=given.pop("batch_size", 32), warmup_steps=5, weight_decay=0.01,
+                        mixed_precision=given.pop("mixed_precision", "no"))
     d = {k: v for k, v in d.items() if k not in train_keys}
     window = given.pop("window_seconds", None) or logmel_window(d.pop("window_seconds", preset.window_seconds), encoder)
     d.pop("window_seconds", None)
@@ -116,9 +128,6 @@ def make_config(name: str, data_root: str | Path, out: str | Path, encoder: str 
                             window_seconds=window, train=train, **{**d, **given})
 
 
-ARMS = ("initial", "baseline", "aligned", "published", "label_cka")
-ARM_NAMES = {"initial": "initial", "baseline": "MAM only", "aligned": "MAM + CKA (acula reports)",
-             "published": "MAM + CKA (published reports)", "label_cka": "MAM + CKA (one-hot labels)"}
 
 
 @dataclass
@@ -148,6 +157,16 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=32, lr=1e-4,
                                                                    warmup_steps=5, weight_decay=0.01))
     cache_dir: Path | None = None
+    arms: tuple[str, ...] = DEFAULT_ARMS  # trained arms, in the order each seed runs them (TRAINED)
+    unmasked_epochs: int = 1  # the final full-feature phase of aligned_masked_tuned
+    device: str = "auto"  # training and features; probes always run on the CPU
+    probe_workers: int = 0  # > 1: probes run in that many processes, beside the training
+    prepared: Path | None = None  # the inputs, labels and teacher embeddings (default OUT/prepared)
+
+    def __post_init__(self):
+        unknown = [a for a in self.arms if a not in TRAINED]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(TRAINED)}")
 
 
 
@@ -158,15 +177,7 @@ def clip_input(path: str, encoder, seconds: float) -> np.ndarray:
     """One fixed window per clip: its first `seconds`, repeat-padded when shorter (OPERA's padding,
     so no window is part silence and clip length does not leak into the features), through the
     encoder's front end."""
-    c = encoder.contract
-    n = int(round(seconds * c.sample_rate))
-    wave = load_audio(path, sample_rate=c.sample_rate, max_seconds=seconds)
-    wave = wave[:n] if wave.size >= n else frontend.repeat_pad(wave, wave, n)
-    x = torch.from_numpy(np.ascontiguousarray(wave[None], dtype=np.float32))
-    if c.frontend == "logmel":
-        x = frontend.logmel(x, sample_rate=c.sample_rate)
-    encoder.check_input(x)
-    return x[0].numpy()
+    return read_inputs(path, encoder.contract, InputSpec("acula", seconds, padding="repeat"), encoder.name)[0].numpy()
 
 
 def freeze(encoder, n_layers: int) -> None:
@@ -211,12 +222,8 @@ class FrozenTrunk:
         self.check(encoder)
         encoder.eval()
         top = encoder.backbone[self.n_layers:]
-        out = []
-        for i in range(0, len(self.acts), batch):
-            h = self.acts[i:i + batch]
-            n, p = h.shape[:2]
-            out.append(top(h.flatten(0, 1)).mean(dim=(2, 3)).view(n, p, -1).mean(1))
-        return torch.cat(out).numpy()
+        # a clip's patches are its windows: the one pooling loop averages them, `batch` clips per pass
+        return pool_clips(lambda h: top(h).mean(dim=(2, 3)), self.acts, batch * self.acts.shape[1]).numpy()
 
 
 class CroppedData(AlignmentData):
@@ -252,11 +259,16 @@ class _NoCheckpointTrainer(Trainer):
 
 
 def train_arm(init, targets: np.ndarray, data: AlignmentData, config: TrainConfig, run_dir: Path,
-              run_config: dict, keep_checkpoints: bool = False) -> tuple[AculaModel, list[dict]]:
+              run_config: dict, keep_checkpoints: bool = False,
+              device: torch.device | None = None) -> tuple[AculaModel, list[dict]]:
     """One arm from `init`: the same heads for every arm of a seed (seeded here), then `config.epochs`."""
+    from accelerate import Accelerator
+
     seed_everything(config.seed)
     model = AculaModel(copy.deepcopy(init), text_dim=targets.shape[1])
-    trainer = (Trainer if keep_checkpoints else _NoCheckpointTrainer)(model, data, config, run_dir, run_config)
+    acc = Accelerator(cpu=device is not None and device.type == "cpu", mixed_precision=config.mixed_precision)
+    trainer = (Trainer if keep_checkpoints else _NoCheckpointTrainer)(model, data, config, run_dir, run_config,
+                                                                      accelerator=acc)
     history = trainer.fit(resume=False)
     return model.cpu(), history  # features, probes and zero-shot run on the CPU arrays
 
@@ -463,64 +475,187 @@ def run(cfg: ExperimentConfig, log=print) -> dict:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: ExperimentConfig, log) -> dict:
-    t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cfg.cache_dir or out / "text_cache")
-    corpora = [load_corpus(s, cfg, log) for s in cfg.corpora]
-    for c in corpora:
-        write_manifest(out / f"split-{c.spec.dataset}.csv",
-                       [{"audio_path": p, "subject_id": s, "part": "heldout" if h else "train"}
-                        for p, s, h in zip(c.paths, c.subjects, c.heldout)])
+# ---- the prepared inputs ------------------------------------------------------------------------------------
 
-    # inputs once, for every recording of every corpus (rows: corpus by corpus)
+
+@dataclass
+class Prepared:
+    """What every arm shares, computed once from the corpora and the teacher. Saved, it lets a rerun skip the
+    decoding and the teacher, and lets the arms train where neither the recordings nor the teacher are."""
+
+    corpora: list[Corpus]
+    x: np.ndarray  # one window per recording, corpus by corpus
+    align_idx: np.ndarray  # rows of x in the alignment corpus (train subjects with a report)
+    groups: np.ndarray  # the corpus of each alignment row
+    targets: dict[str, np.ndarray]  # per alignment row: "reports", "published" (where given), "labels"
+    prompts: dict[str, list[np.ndarray] | None]  # task -> prompt sets through the teacher
+    report_emb: dict[str, dict[str, np.ndarray | None]]  # corpus -> train / held-out report embeddings
+    teacher_key: str
+    fingerprint: dict
+
+    @property
+    def offset(self) -> np.ndarray:
+        return np.cumsum([0] + [len(c.paths) for c in self.corpora])
+
+    @property
+    def align_rows(self) -> list[dict]:
+        return [c.report_rows[p] for c in self.corpora for p in c.paths if p in c.report_rows]
+
+
+def fingerprint(cfg: ExperimentConfig, encoder) -> dict:
+    """The settings the prepared inputs depend on: the encoder's front end, not the encoder (OPERA-GT's presets
+    share one), nor where the data root is (a copy elsewhere is the same)."""
+    c = encoder.contract
+    return {"corpora": [asdict(c) for c in cfg.corpora],
+            "front_end": {"frontend": c.frontend, "sample_rate": c.sample_rate, "n_mels": c.n_mels},
+            "window_seconds": cfg.window_seconds, "max_per_subject": cfg.max_per_subject,
+            "heldout_fraction": cfg.heldout_fraction, "split_seed": cfg.split_seed, "teacher": cfg.teacher,
+            "report_profile": cfg.report_profile,
+            "published_reports": {k: Path(v).name for k, v in sorted(cfg.published_reports.items())}}
+
+
+def prepare(cfg: ExperimentConfig, log) -> Prepared:
+    corpora = [load_corpus(s, cfg, log) for s in cfg.corpora]
     seed_everything(cfg.split_seed)
     base = create(cfg.encoder, checkpoint=cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint,
                   **({"preset": cfg.preset} if cfg.preset else {}))
     all_paths = [p for c in corpora for p in c.paths]
+    x = np.stack([clip_input(p, base, cfg.window_seconds) for p in tqdm(all_paths, desc="inputs", unit="clip")])
     offset = np.cumsum([0] + [len(c.paths) for c in corpora])
-    x_all = np.stack([clip_input(p, base, cfg.window_seconds) for p in tqdm(all_paths, desc="inputs", unit="clip")])
-    crop = None if cfg.crop_seconds is None else int(round(cfg.crop_seconds * base.contract.sample_rate))
-    if crop is not None and base.contract.frontend == "logmel":
-        crop = frontend.frames_for(crop)
+    align_idx = np.array([offset[k] + i for k, c in enumerate(corpora) for i, p in enumerate(c.paths)
+                          if p in c.report_rows], dtype=np.int64)
+    groups = np.array([c.spec.dataset for c in corpora for p in c.paths if p in c.report_rows])
+    rows = [c.report_rows[p] for c in corpora for p in c.paths if p in c.report_rows]
+    teacher = Teacher(cfg.teacher)
+    cache_dir = Path(cfg.cache_dir or Path(cfg.out) / "text_cache")
+    text = embed_texts(teacher, [r["Gen_Report"] for r in rows], cache_dir)
+    targets = {"reports": text}
+    given = {c.spec.dataset: cfg.published_reports.get(c.spec.dataset) for c in corpora}
+    if any(given.values()):
+        pub = [r["Gen_Report"] for r in rows]
+        for c in corpora:
+            if given[c.spec.dataset] and c.spec.published:
+                idx = [i for i, g in enumerate(groups) if g == c.spec.dataset]
+                for i, rep in zip(idx, published_reports(c.spec, given[c.spec.dataset], [rows[i] for i in idx])):
+                    pub[i] = rep
+        targets["published"] = embed_texts(teacher, pub, cache_dir)
+    targets["labels"] = label_targets(corpora, offset, align_idx)
+    prompts = {t: prompt_embeddings(t, teacher, cache_dir) for c in corpora for t in c.spec.tasks}
+    report_emb = {}
+    for c in corpora:
+        held = [r["Gen_Report"] for r in c.heldout_reports.values()]
+        report_emb[c.spec.dataset] = {"train": text[groups == c.spec.dataset],
+                                      "heldout": embed_texts(teacher, held, cache_dir) if held else None}
+    return Prepared(corpora, x, align_idx, groups, targets, prompts, report_emb, teacher.key, fingerprint(cfg, base))
 
-    # alignment rows: the non-held-out recordings with a report, all corpora together
-    align_idx, align_rows, groups = [], [], []
-    for k, c in enumerate(corpora):
-        for i, p in enumerate(c.paths):
-            if p in c.report_rows:
-                align_idx.append(offset[k] + i)
-                align_rows.append(c.report_rows[p])
-                groups.append(c.spec.dataset)
-    align_idx, groups = np.array(align_idx), np.array(groups)
+
+def _corpus_json(c: Corpus) -> dict:
+    return {"spec": asdict(c.spec), "paths": c.paths, "subjects": c.subjects.tolist(), "report_rows": c.report_rows,
+            "labels": {t: y.tolist() for t, y in c.labels.items()},
+            "pool": {t: [a.tolist(), b.tolist(), how] for t, (a, b, how) in c.pool.items()},
+            "heldout": c.heldout.tolist(), "classes": c.classes, "notes": c.notes,
+            "heldout_reports": c.heldout_reports}
+
+
+def _corpus_from_json(d: dict) -> Corpus:
+    spec = CorpusSpec(**{**d["spec"], "tasks": tuple(d["spec"]["tasks"])})
+    return Corpus(spec, d["paths"], np.array(d["subjects"], dtype=str), d["report_rows"],
+                  {t: np.array(y, dtype=np.int64) for t, y in d["labels"].items()},
+                  {t: (np.array(a, dtype=str), np.array(b, dtype=np.int64), how) for t, (a, b, how) in d["pool"].items()},
+                  np.array(d["heldout"], dtype=bool), d["classes"], d["notes"], d["heldout_reports"])
+
+
+def save_prepared(p: Prepared, folder: Path, dtype=np.float32) -> None:
+    """`prepared.json` is written last: a folder holding it is complete. float16 halves the inputs for transport
+    (log-mel in [0, 1]: error below 2.5e-4)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"x": p.x.astype(dtype), "align_idx": p.align_idx, "groups": p.groups.astype(str)}
+    arrays.update({f"target/{k}": v for k, v in p.targets.items()})
+    for t, sets in p.prompts.items():
+        arrays.update({f"prompt/{t}/{j}": e for j, e in enumerate(sets or [])})
+    for d, parts in p.report_emb.items():
+        arrays.update({f"report/{d}/{part}": e for part, e in parts.items() if e is not None})
+    with atomic_path(folder / "arrays.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    write_json(folder / "prepared.json", {"version": 1, "fingerprint": p.fingerprint, "teacher": p.teacher_key,
+                                          "prompt_sets": {t: len(v or []) for t, v in p.prompts.items()},
+                                          "corpora": [_corpus_json(c) for c in p.corpora]})
+
+
+def load_prepared(folder: Path, expect: dict | None = None) -> Prepared:
+    import json
+
+    meta = json.loads((folder / "prepared.json").read_text())
+    expect = None if expect is None else json.loads(json.dumps(expect))  # tuples read back as lists
+    if expect is not None and meta["fingerprint"] != expect:
+        diff = sorted(k for k in expect if meta["fingerprint"].get(k) != expect[k])
+        raise ValueError(f"{folder}: prepared for other settings ({', '.join(diff)} differ); point --prepared "
+                         "elsewhere or delete it")
+    with np.load(folder / "arrays.npz") as z:
+        a = {k: z[k] for k in z.files}
+    corpora = [_corpus_from_json(c) for c in meta["corpora"]]
+    prompts = {t: [a[f"prompt/{t}/{j}"] for j in range(n)] or None for t, n in meta["prompt_sets"].items()}
+    report_emb = {c.spec.dataset: {part: a.get(f"report/{c.spec.dataset}/{part}") for part in ("train", "heldout")}
+                  for c in corpora}
+    targets = {k.removeprefix("target/"): v for k, v in a.items() if k.startswith("target/")}
+    return Prepared(corpora, a["x"].astype(np.float32), a["align_idx"], a["groups"], targets, prompts, report_emb,
+                    meta["teacher"], meta["fingerprint"])
+
+
+def prepare_only(cfg: ExperimentConfig, dtype: str = "float32") -> Path:
+    folder = Path(cfg.prepared or Path(cfg.out) / "prepared")
+    save_prepared(prepare(cfg, print), folder, np.dtype(dtype))
+    return folder
+
+
+# ---- the experiment -----------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def encode(encoder, x: np.ndarray, device: torch.device, batch: int = 64) -> np.ndarray:
+    """Features of each one-window clip on `device` (the encoder goes back to the CPU after)."""
+    encoder.to(device).eval()
+    f = encode_windows(feature_forward(encoder, device), x, batch).numpy()
+    encoder.cpu()
+    return f
+
+
+def _run(cfg: ExperimentConfig, log) -> dict:
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(cfg.prepared or out / "prepared")
+    seed_everything(cfg.split_seed)
+    base = create(cfg.encoder, checkpoint=cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint,
+                  **({"preset": cfg.preset} if cfg.preset else {}))
+    if (folder / "prepared.json").is_file():
+        prep = load_prepared(folder, fingerprint(cfg, base))
+        log(f"inputs, labels and teacher embeddings from {folder}")
+    else:
+        prep = prepare(cfg, log)
+        save_prepared(prep, folder)
+    corpora, offset, align_idx, groups = prep.corpora, prep.offset, prep.align_idx, prep.groups
+    for c in corpora:
+        write_manifest(out / f"split-{c.spec.dataset}.csv",
+                       [{"audio_path": p, "subject_id": s, "part": "heldout" if h else "train"}
+                        for p, s, h in zip(c.paths, c.subjects, c.heldout)])
     heldout_all = np.concatenate([c.heldout for c in corpora])
     assert not heldout_all[align_idx].any(), "a held-out recording is in the alignment corpus"
     write_manifest(out / "alignment.csv", [{"audio_path": r["audio_path"], "subject_id": r["subject_id"],
                                             "dataset": g, "Gen_Report": r["Gen_Report"]}
-                                           for r, g in zip(align_rows, groups)])
-    teacher = Teacher(cfg.teacher)
-    text = embed_texts(teacher, [r["Gen_Report"] for r in align_rows], cache_dir)
-    targets = {"aligned": text}
-    given = {c.spec.dataset: cfg.published_reports.get(c.spec.dataset) for c in corpora}
-    if any(given.values()):
-        pub = [r["Gen_Report"] for r in align_rows]
-        for c in corpora:
-            if given[c.spec.dataset] and c.spec.published:
-                rows = [i for i, g in enumerate(groups) if g == c.spec.dataset]
-                for i, rep in zip(rows, published_reports(c.spec, given[c.spec.dataset],
-                                                          [align_rows[i] for i in rows])):
-                    pub[i] = rep
-        targets["published"] = embed_texts(teacher, pub, cache_dir)
-    targets["label_cka"] = label_targets(corpora, offset, align_idx)
-    prompts = {t: prompt_embeddings(t, teacher, cache_dir) for c in corpora for t in c.spec.tasks}
-    report_emb = {}
-    for c in corpora:
-        in_c = groups == c.spec.dataset
-        held = [r["Gen_Report"] for r in c.heldout_reports.values()]
-        report_emb[c.spec.dataset] = {"train": text[in_c],
-                                      "heldout": embed_texts(teacher, held, cache_dir) if held else None}
-    diagnostics = {"reports_vs_labels": teacher_side(corpora, report_emb), "arms": {}}
+                                           for r, g in zip(prep.align_rows, groups)])
+    device = resolve_device(cfg.device)
+    crop = None if cfg.crop_seconds is None else int(round(cfg.crop_seconds * base.contract.sample_rate))
+    if crop is not None and base.contract.frontend == "logmel":
+        crop = frontend.frames_for(crop)
+    x_all, text = prep.x, prep.targets["reports"]
+    diagnostics = {"reports_vs_labels": teacher_side(corpora, prep.report_emb), "arms": {}}
 
     # the initialisation: a checkpoint, or MAM pre-training on the alignment audio from a seeded random init
     init = base
@@ -528,53 +663,77 @@ def _run(cfg: ExperimentConfig, log) -> dict:
         log(f"MAM pre-training {cfg.encoder} for {cfg.mam_epochs} epochs on {len(align_idx)} recordings")
         model, _ = train_arm(base, text, CroppedData(x_all[align_idx], text, crop, cfg.split_seed, groups),
                              replace(cfg.train, epochs=cfg.mam_epochs, lambda_align=0.0, seed=cfg.split_seed),
-                             out / "runs" / "mam-pretrain", {"arm": "mam-pretrain"})
+                             out / "runs" / "mam-pretrain", {"arm": "mam-pretrain"}, device=device)
         init = model.encoder
     freeze(init, cfg.freeze_layers)
     trunk = FrozenTrunk(init, x_all, cfg.freeze_layers) if cfg.freeze_layers else None
-    feats_of = (lambda enc: trunk.features(enc)) if trunk else (lambda enc: features(enc, x_all, 8))
+    feats_of = (lambda enc: trunk.features(enc)) if trunk else (lambda enc: encode(enc, x_all, device))
     (out / "encoders").mkdir(exist_ok=True)
     save_encoder(init, out / "encoders" / "initial.safetensors")
 
-    results: dict[str, dict] = {arm: {} for arm in ARMS if arm == "initial" or arm in targets or arm == "baseline"}
+    pool = None
+    if cfg.probe_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(cfg.probe_workers, mp_context=multiprocessing.get_context("spawn"))
+    results: dict[str, dict] = {}
     zero: dict[str, dict] = {}
     saved: dict[str, np.ndarray] = {}
+    seconds: dict[str, dict] = {}
     f0 = saved["initial"] = feats_of(init)
-    evaluate(results, zero, "initial", None, f0, text, corpora, offset, align_idx, prompts, cfg, log)
-    diagnostics["arms"]["initial"] = [diagnose(f0, corpora, offset, report_emb)]
+    evaluate(results, zero, "initial", -1, None, f0, text, prep, cfg, pool, log)
+    diagnostics["arms"]["initial"] = [diagnose(f0, corpora, offset, prep.report_emb)]
     lam = cfg.train.lambda_align or 1.0
-    plan = [("baseline", 0.0, text)] + [(a, lam, targets[a]) for a in ("aligned", "published", "label_cka")
-                                        if a in targets]
-    for seed in cfg.seeds:
-        for arm, weight, tgt in plan:
-            log(f"seed {seed}: {ARM_NAMES[arm]}")
-            model, _ = train_arm(init, tgt, CroppedData(x_all[align_idx], tgt, crop, seed, groups),
-                                 replace(cfg.train, lambda_align=weight, seed=seed), out / "runs" / f"{arm}-seed{seed}",
-                                 {"teacher": teacher.key, "arm": arm, "experiment": "align"})
-            heads_state = {"audio": model.audio_projection.state_dict(),
-                           "language": model.language_projection.state_dict()}
-            save_encoder(model.encoder, out / "encoders" / f"{arm}-seed{seed}.safetensors", projection_heads=heads_state)
-            f = saved[f"{arm}_seed{seed}"] = feats_of(model.encoder)
-            evaluate(results, zero, arm, model if arm in ("aligned", "published") else None, f, tgt, corpora,
-                     offset, align_idx, prompts, cfg, log)
-            diagnostics["arms"].setdefault(arm, []).append(diagnose(f, corpora, offset, report_emb))
-    summary = summarise(results, zero, corpora)
-    summary.update({
-        "wall_seconds": time.time() - t0, "seeds": list(cfg.seeds), "probe_seeds": list(cfg.probe_seeds),
-        "encoder": f"{cfg.encoder}:{cfg.preset or 'default'}",
-        "initial": (f"checkpoint {Path(cfg.checkpoint).name} (sha256 {sha256_file(cfg.checkpoint)[:16]})"
-                    if cfg.checkpoint else f"random init + {cfg.mam_epochs} MAM epochs on the alignment audio"),
-        "teacher": cfg.teacher, "n_alignment": int(len(align_idx)),
-        "corpora": {c.spec.dataset: {"recordings": len(c.paths), "subjects": len(set(c.subjects)),
-                                     "heldout_recordings": int(c.heldout.sum()),
-                                     "heldout_subjects": len(set(c.subjects[c.heldout])),
-                                     "notes": c.notes} for c in corpora},
-        "config": _config_dict(cfg, crop),
-    })
-    summary["diagnostics"] = diagnostics
-    write_json(out / "results.json", summary)
+    arms = [a for a in cfg.arms if TRAINED[a][0] in prep.targets]
+    for a in sorted(set(cfg.arms) - set(arms)):
+        log(f"arm {a} skipped: no {TRAINED[a][0]} targets (--published-reports)")
+
+    def finish(wait: bool) -> dict:
+        summary = summarise(_resolved(results, wait), zero, corpora)
+        summary.update({
+            "complete": wait, "wall_seconds": time.time() - t0, "seeds": list(cfg.seeds),
+            "probe_seeds": list(cfg.probe_seeds), "encoder": f"{cfg.encoder}:{cfg.preset or 'default'}",
+            "initial": (f"checkpoint {Path(cfg.checkpoint).name} (sha256 {sha256_file(cfg.checkpoint)[:16]})"
+                        if cfg.checkpoint else f"random init + {cfg.mam_epochs} MAM epochs on the alignment audio"),
+            "teacher": cfg.teacher, "n_alignment": int(len(align_idx)), "device": str(device),
+            "train_seconds": seconds,
+            "corpora": {c.spec.dataset: {"recordings": len(c.paths), "subjects": len(set(c.subjects)),
+                                         "heldout_recordings": int(c.heldout.sum()),
+                                         "heldout_subjects": len(set(c.subjects[c.heldout])),
+                                         "notes": c.notes} for c in corpora},
+            "config": _config_dict(cfg, crop), "diagnostics": diagnostics})
+        write_json(out / "results.json", summary)
+        return summary
+
+    try:
+        for seed in cfg.seeds:
+            for arm in arms:
+                target, aligned, mode = TRAINED[arm]
+                tgt = prep.targets[target]
+                log(f"seed {seed}: {ARM_NAMES[arm]}")
+                tc = replace(cfg.train, lambda_align=lam if aligned else 0.0, seed=seed, align_features=mode,
+                             unmasked_epochs=cfg.unmasked_epochs if arm == "aligned_masked_tuned" else 0)
+                t1 = time.time()
+                model, _ = train_arm(init, tgt, CroppedData(x_all[align_idx], tgt, crop, seed, groups), tc,
+                                     out / "runs" / f"{arm}-seed{seed}",
+                                     {"teacher": prep.teacher_key, "arm": arm, "experiment": "align"}, device=device)
+                seconds.setdefault(arm, {})[seed] = time.time() - t1
+                heads_state = {"audio": model.audio_projection.state_dict(),
+                               "language": model.language_projection.state_dict()}
+                save_encoder(model.encoder, out / "encoders" / f"{arm}-seed{seed}.safetensors",
+                             projection_heads=heads_state)
+                f = saved[f"{arm}_seed{seed}"] = feats_of(model.encoder)
+                evaluate(results, zero, arm, seed, model if target != "labels" and aligned else None, f, tgt,
+                         prep, cfg, pool, log)
+                diagnostics["arms"].setdefault(arm, []).append(diagnose(f, corpora, offset, prep.report_emb))
+                finish(wait=False)  # what is done so far: a killed run keeps it
+        summary = finish(wait=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     with atomic_path(out / "features.npz") as tmp, open(tmp, "wb") as fh:  # to re-probe without retraining
-        np.savez(fh, paths=np.array(all_paths), heldout=heldout_all, **saved)
+        np.savez(fh, paths=np.array([p for c in corpora for p in c.paths]), heldout=heldout_all, **saved)
     plot(summary, out / "results.png")
     write_text(out / "table.md", table(summary) + "\n\n" + diagnostics_table(summary) + "\n")
     return summary
@@ -593,27 +752,50 @@ def label_targets(corpora: list[Corpus], offset: np.ndarray, align_idx: np.ndarr
     return np.concatenate(blocks, axis=1)[align_idx]
 
 
-def evaluate(results, zero, arm, model, f, text, corpora, offset, align_idx, prompts, cfg, log=print) -> None:
-    """Probe every task on this arm's features; zero-shot through the heads of a report-aligned arm (raw
-    features to raw teacher embeddings for the initial encoder)."""
+def evaluate(results, zero, arm, seed, model, f, text, prep: Prepared, cfg, pool=None, log=print) -> None:
+    """Probe every task on this arm's features (in `pool` when given: results then hold futures); zero-shot
+    through the heads of a report-aligned arm (raw features to raw teacher embeddings for the initial encoder)."""
     t0 = time.time()
-    for k, c in enumerate(corpora):
+    offset, align_idx = prep.offset, prep.align_idx
+    for k, c in enumerate(prep.corpora):
         X = f[offset[k]:offset[k + 1]]
         in_corpus = (align_idx >= offset[k]) & (align_idx < offset[k + 1])
         rows = align_idx[in_corpus] - offset[k]
         for t in c.spec.tasks:
-            results[arm].setdefault(t, []).append(probe(X, c, t, cfg))
-            if prompts.get(t) is None or arm not in ("initial", "aligned", "published"):
+            job = pool.submit(probe, X, c, t, cfg) if pool is not None else probe(X, c, t, cfg)
+            results.setdefault(arm, {}).setdefault(t, {})[seed] = job
+            if prep.prompts.get(t) is None or (model is None and arm != "initial"):
                 continue
             if model is None:
-                a, tt, p = X, text[in_corpus], prompts[t]
+                a, tt, p = X, text[in_corpus], prep.prompts[t]
             else:
                 a = heads(model, X, model.audio_projection)
                 tt = heads(model, text[in_corpus], model.language_projection)
-                p = [heads(model, q, model.language_projection) for q in prompts[t]]
-            zero.setdefault(arm, {}).setdefault(t, []).append(zero_shot(a, tt, rows, c, t, p))
-    log(f"  {ARM_NAMES[arm]}: " + ", ".join(f"{t} {results[arm][t][-1]['mean']:.3f}" for c in corpora
-                                            for t in c.spec.tasks) + f" ({time.time() - t0:.0f} s)")
+                p = [heads(model, q, model.language_projection) for q in prep.prompts[t]]
+            zero.setdefault(arm, {}).setdefault(t, {})[seed] = zero_shot(a, tt, rows, c, t, p)
+    if pool is None:
+        log(f"  {ARM_NAMES[arm]}: " + ", ".join(f"{t} {results[arm][t][seed]['mean']:.3f}" for c in prep.corpora
+                                                for t in c.spec.tasks) + f" ({time.time() - t0:.0f} s)")
+
+
+def _resolved(results: dict, wait: bool) -> dict:
+    """arm -> task -> {seed: probe result}: futures resolved (waited for with `wait`, else only the done ones)."""
+    out: dict = {}
+    for arm, per_task in results.items():
+        for t, by_seed in per_task.items():
+            for seed, r in by_seed.items():
+                if hasattr(r, "result"):
+                    if not (wait or r.done()):
+                        continue
+                    r = r.result()
+                out.setdefault(arm, {}).setdefault(t, {})[seed] = r
+    return out
+
+
+# paired comparisons reported per task: (arm, against)
+COMPARE = (("aligned", "baseline"), ("aligned_masked", "baseline"), ("aligned_masked_tuned", "baseline"),
+           ("published", "baseline"), ("label_cka", "baseline"), ("aligned_masked", "aligned"),
+           ("aligned_masked_tuned", "aligned"))
 
 
 def summarise(results: dict, zero: dict, corpora: list[Corpus]) -> dict:
@@ -623,23 +805,31 @@ def summarise(results: dict, zero: dict, corpora: list[Corpus]) -> dict:
             for level in ("recording", "patient"):
                 entry = {"task": t if level == "recording" else f"{t}@patient", "dataset": c.spec.dataset,
                          "metric": "AUROC"}
-                for arm, per_task in results.items():
-                    runs = per_task.get(t, [])
-                    vals = [r["mean"] if level == "recording" else r.get("pooled", {}).get("mean") for r in runs]
+                for arm in ARMS:
+                    runs = results.get(arm, {}).get(t, {})
+                    seeds = sorted(runs)
+                    vals = [runs[s]["mean"] if level == "recording" else runs[s].get("pooled", {}).get("mean")
+                            for s in seeds]
                     if not vals or vals[0] is None:
                         continue
                     entry[arm] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals,
-                                  "probe_seed_std": float(np.mean([r["std"] for r in runs]))}
-                    entry["n_test"], entry["n_test_subjects"] = runs[0]["n_test"], runs[0]["n_test_subjects"]
+                                  "seeds": seeds, "probe_seed_std": float(np.mean([runs[s]["std"] for s in seeds]))}
+                    r0 = runs[seeds[0]]
+                    entry["n_test"], entry["n_test_subjects"] = r0["n_test"], r0["n_test_subjects"]
                 if "baseline" not in entry:
                     continue
-                for arm in ("aligned", "published", "label_cka"):
-                    if arm in entry:
-                        entry[f"{arm}_vs_baseline"] = paired(entry[arm]["per_seed"], entry["baseline"]["per_seed"])
+                for arm, other in COMPARE:
+                    if arm in entry and other in entry:
+                        common = sorted(set(entry[arm]["seeds"]) & set(entry[other]["seeds"]))
+                        if common:
+                            va = [entry[arm]["per_seed"][entry[arm]["seeds"].index(s)] for s in common]
+                            vb = [entry[other]["per_seed"][entry[other]["seeds"].index(s)] for s in common]
+                            entry[f"{arm}_vs_{other}"] = paired(va, vb)
                 tasks.append(entry)
     zs_rows = []
     for arm, per_task in zero.items():
-        for t, vals in per_task.items():
+        for t, by_seed in per_task.items():
+            vals = [by_seed[s] for s in sorted(by_seed)]
             zs_rows.append({"task": t, "arm": arm, "mean": float(np.mean(vals)), "std": float(np.std(vals)),
                             "per_seed": vals})
     wins = sum(1 for e in tasks if e.get("aligned_vs_baseline", {}).get("mean_diff", 0) > 0)
@@ -648,18 +838,23 @@ def summarise(results: dict, zero: dict, corpora: list[Corpus]) -> dict:
 
 def table(summary: dict) -> str:
     arms = [a for a in ARMS if any(a in e for e in summary["tasks"])]
-    lines = ["| task | " + " | ".join(ARM_NAMES[a] for a in arms) + " | acula − MAM (paired t p) |",
-             "|---" * (len(arms) + 2) + "|"]
+    diffs = [("aligned_vs_baseline", "acula − MAM")] + [
+        (k, n) for k, n in (("aligned_masked_vs_aligned", "masked − full"),
+                            ("aligned_masked_tuned_vs_aligned", "masked+tuned − full"))
+        if any(k in e for e in summary["tasks"])]
+    lines = ["| task | " + " | ".join(ARM_NAMES[a] for a in arms) + " | "
+             + " | ".join(f"{n} (paired t p)" for _, n in diffs) + " |", "|---" * (len(arms) + len(diffs) + 1) + "|"]
+
+    def diff(d: dict | None) -> str:
+        return f"{d['mean_diff']:+.3f} ({d['wins']}/{len(d['per_seed'])} seeds, p={d['p_paired_t']:.2f})" if d else ""
+
     for e in summary["tasks"]:
         cells = [f"{e[a]['mean']:.3f} ± {e[a]['std']:.3f}" if a in e else "" for a in arms]
-        d = e.get("aligned_vs_baseline")
-        diff = f"{d['mean_diff']:+.3f} ({d['wins']}/{len(d['per_seed'])} seeds, p={d['p_paired_t']:.2f})" if d else ""
         lines.append(f"| {e['task']} (n={e['n_test']}, {e['n_test_subjects']} subj.) | " + " | ".join(cells)
-                     + f" | {diff} |")
+                     + " | " + " | ".join(diff(e.get(k)) for k, _ in diffs) + " |")
     if summary["zero_shot"]:
-        lines += ["", "| zero-shot AUROC | " + " | ".join(ARM_NAMES[a] for a in ("initial", "aligned", "published")
-                                                          if any(r["arm"] == a for r in summary["zero_shot"])) + " |"]
-        zs_arms = [a for a in ("initial", "aligned", "published") if any(r["arm"] == a for r in summary["zero_shot"])]
+        zs_arms = [a for a in ARMS if any(r["arm"] == a for r in summary["zero_shot"])]
+        lines += ["", "| zero-shot AUROC | " + " | ".join(ARM_NAMES[a] for a in zs_arms) + " |"]
         lines.append("|---" * (len(zs_arms) + 1) + "|")
         for t in dict.fromkeys(r["task"] for r in summary["zero_shot"]):
             cells = []
@@ -698,8 +893,8 @@ def plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"initial": "#bbbbbb", "baseline": "#7a9cc6", "aligned": "#d9822b", "published": "#b05f9e",
-               "label_cka": "#8fbc8f"}
+    colours = {"initial": "#bbbbbb", "baseline": "#7a9cc6", "aligned": "#d9822b", "aligned_masked": "#e8b04a",
+               "aligned_masked_tuned": "#c9a227", "published": "#b05f9e", "label_cka": "#8fbc8f"}
     tasks = summary["tasks"]
     rows = 1 if len(tasks) <= 4 else 2
     cols = -(-len(tasks) // rows)
@@ -712,6 +907,7 @@ def plot(summary: dict, path: Path) -> None:
             ax.bar(j, e[a]["mean"], yerr=e[a]["std"], color=colours[a], capsize=3)
             ax.plot([j] * len(e[a]["per_seed"]), e[a]["per_seed"], "k.", ms=3)
         ax.set_xticks(range(len(arms)), [{"initial": "init", "baseline": "MAM", "aligned": "acula",
+                                          "aligned_masked": "masked", "aligned_masked_tuned": "m+tune",
                                           "published": "publ.", "label_cka": "labels"}[a] for a in arms],
                       rotation=45, fontsize=8)
         lo = min(min(min(e[a]["per_seed"]) for a in arms), 0.5)

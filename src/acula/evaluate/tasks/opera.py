@@ -22,10 +22,6 @@ from .base import (PARTS, TaskData, TaskError, carve_val, class_names, dataset_d
                    split_file_folders, split_subjects_sklearn, subject_wise_split)
 
 
-def input_sec(gt: float, ce: float, ct: float) -> dict[str, float]:
-    return {"opera-gt": gt, "opera-ce": ce, "opera-ct": ct}
-
-
 def _natural(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
