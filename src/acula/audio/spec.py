@@ -163,7 +163,10 @@ def front_end(windows, contract: Any):
 
 
 def pad_whole(wave, length: int, mode: str):
-    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does (SPEC §1.3)."""
+    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does.
+
+    docs/protocol.md#downstream-windows
+    """
     import numpy as np
 
     from .frontend import repeat_pad

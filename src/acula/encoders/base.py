@@ -19,7 +19,7 @@ class InputContract:
     """What an encoder expects. `frontend` names the feature extractor in `acula.audio`."""
 
     sample_rate: int = 16000
-    frontend: str = "logmel"  # "logmel" (SPEC §1.1, (B,T,n_mels)) | "waveform" (B,N) raw 16 kHz
+    frontend: str = "logmel"  # "logmel" (docs/protocol.md#front-end, (B,T,n_mels)) | "waveform" (B,N) raw 16 kHz
     n_mels: int = 64
     window_seconds: float = 131000 / 16000  # 8.1875 s -> 256 frames
     min_frames: int = 4  # shortest (B,T,n_mels) input forward_feature accepts

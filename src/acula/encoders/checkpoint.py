@@ -1,7 +1,7 @@
-"""Reading, strictly loading, saving and converting encoder checkpoints (SPEC §2.4, §3.4).
+"""Reading, strictly loading, saving and converting encoder checkpoints (docs/protocol.md#checkpoints).
 
 OPERA and AcuLa load non-strictly (key checks off), so a wrong or partial checkpoint silently yields a random
-encoder (SPEC §3.6 item 9). Here every key is accounted for: a missing encoder weight, an unknown
+encoder (docs/protocol.md#published-bugs, item 9). Here every key is accounted for: a missing encoder weight, an unknown
 key or a shape mismatch is an error that names it, and the only tolerated differences are those
 the model declares (`ignorable_missing` / `ignorable_unexpected`, fnmatch patterns on full keys),
 BatchNorm's `num_batches_tracked` counters (they never affect evaluation-mode outputs), and, on request, an

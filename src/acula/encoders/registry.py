@@ -37,7 +37,8 @@ def _whole(seconds: float, pad: str = "repeat") -> InputSpec:  # OPERA-CE/CT: th
     return InputSpec("whole", seconds, padding=pad, trimming="silence")
 
 
-# OPERA's per-model benchmark input (SPEC §1.4, the lengths of OPERA's `scripts/eval_all.sh`), by task id:
+# OPERA's per-model benchmark input (docs/protocol.md#per-task-input-lengths, the lengths of OPERA's
+# `scripts/eval_all.sh`), by task id:
 # fnmatch patterns, first match wins; "csv" is any task read from a CSV (`acula bench --task-csv`). Encoders not
 # listed here benchmark with their default spec.
 BENCH_INPUTS: dict[str, dict[str, InputSpec]] = {

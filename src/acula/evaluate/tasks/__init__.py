@@ -1,4 +1,4 @@
-"""Downstream task registry: the OPERA benchmark (SPEC §5.2), two cardiac tasks, and CSV-defined tasks.
+"""Downstream task registry: the OPERA benchmark (docs/protocol.md#tasks), two cardiac tasks, and CSV-defined tasks.
 
     from acula.evaluate.tasks import get_task, resolve_tasks
     data = get_task("T7").load("/data")        # TaskData: paths, labels, subjects, split / folds

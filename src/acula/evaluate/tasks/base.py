@@ -1,11 +1,12 @@
 """What a downstream task is, what its loader returns, and the small readers the loaders share.
 
-A `Task` is a row of SPEC §5.2 made executable: label map, probe hyper-parameters, split protocol
-and a `load(data_root)` that reads the dataset's real download layout (SPEC §6); how each encoder hears
-the task's recordings (SPEC §1.4) is encoder knowledge, kept in the encoder registry. A loader returns `TaskData`: one row per recording with its label and subject, plus
-either a train/val/test assignment or the held-out folds of a leave-one-subject-out protocol.
-Everything that can go wrong with a data root raises `TaskError` with the path and what was expected,
-so one bad dataset never stops a benchmark run.
+A `Task` is a row of OPERA's task table (docs/protocol.md#tasks) made executable: label map, probe
+hyper-parameters, split protocol and a `load(data_root)` that reads the dataset's real download layout
+(docs/protocol.md#dataset-layouts); how each encoder hears the task's recordings
+(docs/protocol.md#per-task-input-lengths) is encoder knowledge, kept in the encoder registry. A loader returns
+`TaskData`: one row per recording with its label and subject, plus either a train/val/test assignment or the
+held-out folds of a leave-one-subject-out protocol. Everything that can go wrong with a data root raises
+`TaskError` with the path and what was expected, so one bad dataset never stops a benchmark run.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ class TaskError(DatasetError):
 
 
 def InputPolicy(kind: str, seconds: float, pad: str = "repeat") -> InputSpec:
-    """OPERA's words for a task's input (SPEC §1.4) as the one `InputSpec`: "windows" is OPERA-GT's path
-    (silence-trimmed `seconds`-long windows at 50 % overlap, features averaged), "whole" OPERA-CE/CT's (the
-    whole trimmed recording in one pass, padded up to `seconds` by "repeat" or "zero")."""
+    """OPERA's words for a task's input as the one `InputSpec`: "windows" is OPERA-GT's path (silence-trimmed
+    `seconds`-long windows at 50 % overlap, features averaged), "whole" OPERA-CE/CT's (the whole trimmed
+    recording in one pass, padded up to `seconds` by "repeat" or "zero"); docs/protocol.md#input-policies."""
     if kind == "windows":
         return InputSpec("opera", seconds)
     if kind == "whole":
@@ -141,7 +142,7 @@ class TaskData:
 
 @dataclass(frozen=True)
 class Task:
-    """One downstream task: protocol constants of SPEC §5 plus the loader of its dataset."""
+    """One downstream task: protocol constants (docs/protocol.md#probe-protocol) plus the loader of its dataset."""
 
     id: str
     name: str
