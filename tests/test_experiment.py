@@ -102,7 +102,7 @@ def test_prepared_folder_trains_without_data_or_teacher(run_result, inputs, shar
     published = {"circor": str(shared_dir / "metadata" / "circor" / "training_data_report.csv")}
     cfg = tiny(tmp_path / "no-data-here", tmp_path / "o", weights, arms=("baseline",), prepared=out / "prepared",
                published_reports=published)
-    monkeypatch.setattr(ex, "Teacher", lambda *a, **k: pytest.fail("the teacher was loaded"))
+    monkeypatch.setattr(ex.corpus, "Teacher", lambda *a, **k: pytest.fail("the teacher was loaded"))
     again = ex.run(cfg)
     for a, b in zip(results["tasks"], again["tasks"]):
         assert b["initial"]["per_seed"] == a["initial"]["per_seed"], a["task"]
