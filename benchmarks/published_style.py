@@ -1,5 +1,5 @@
-"""The published AcuLa training step and OPERA's feature extraction, re-created for timing (SPEC §1, §3.1-3.4).
-Benchmark-only code.
+"""The published AcuLa training step and OPERA's feature extraction, re-created for timing. Benchmark-only code.
+What it re-creates: docs/protocol.md#front-end, #input-policies, #alignment-model and #alignment-loss.
 
 It keeps everything of the published loop that costs time, because that is what the benchmark compares:
 
@@ -13,9 +13,9 @@ It keeps everything of the published loop that costs time, because that is what 
 * the feature-Gram "CKA" loss + MAM, AdamW over every trainable parameter (no groups), linear warm-up,
   `clip_grad_norm_` over `model.parameters()` (the LM's too), `model.train()` on the whole module.
 
-OPERA's `extract_opera_feature` (SPEC §1.3-1.4), the published way to get embeddings from files: per file
-`librosa.load(sr=16000)`, `librosa.effects.trim`, then for OPERA-GT `split_pad_sample` (8.18-s windows at 50 %
-overlap plus a repeat-padded last chunk), one log-mel per chunk and one `forward_feature` per chunk (batch 1),
+OPERA's `extract_opera_feature` (docs/protocol.md#downstream-windows), the published way to get embeddings from files:
+per file `librosa.load(sr=16000)`, `librosa.effects.trim`, then for OPERA-GT `split_pad_sample` (8.18-s windows at
+50 % overlap plus a repeat-padded last chunk), one log-mel per chunk and one `forward_feature` per chunk (batch 1),
 averaged; for OPERA-CE/CT the whole trimmed recording (repeat-padded to 8 s when shorter) in one batch-1 pass.
 
 One substitution: the MAE is acula's OPERA-GT (`create("opera-gt", preset="base")`), which has the published
@@ -44,7 +44,10 @@ MAX_TEXT_LENGTH = 128
 
 
 def pre_process_audio_mel_t(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """OPERA's `pre_process_audio_mel_t` (SPEC §1.1): melspectrogram -> power_to_db(ref=max) -> min-max -> (T, 64)."""
+    """OPERA's `pre_process_audio_mel_t`: melspectrogram -> power_to_db(ref=max) -> min-max -> (T, 64).
+
+    docs/protocol.md#front-end
+    """
     import librosa  # imported here: machines without librosa (the GPU one) still run everything else
 
     mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=512, n_mels=64, fmin=50, fmax=8000)
@@ -67,7 +70,7 @@ def published_logmel(path: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# OPERA `extract_opera_feature` (src/util.py + src/benchmark/model_util.py), SPEC §1.3-1.4
+# OPERA `extract_opera_feature` (src/util.py + src/benchmark/model_util.py), docs/protocol.md#downstream-windows
 
 
 def _duplicate_padding(sample: np.ndarray, source: np.ndarray, output_length: int) -> np.ndarray:
@@ -165,7 +168,8 @@ def tokenize(tokenizer, reports: list[str]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def lm_features(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden state mean-pooled over every position, padding included (SPEC §3.6 item 2), as fp32."""
+    """Last hidden state mean-pooled over every position, padding included, as fp32 (the published bug:
+    docs/protocol.md#published-bugs, item 2)."""
     out = lm(input_ids=input_ids, attention_mask=attention_mask.float(), output_hidden_states=True)
     return torch.mean(out.hidden_states[-1], dim=1).float()
 

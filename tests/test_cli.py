@@ -46,16 +46,18 @@ def test_encoders_lists_the_registry_without_importing_it(capsys):
 
 def test_missing_package_is_named_with_its_install_command(monkeypatch, capsys):
     """A third-party package missing when a command runs: its name and `pip install`, exit code 2."""
-    monkeypatch.delitem(sys.modules, "acula.evaluate.zeroshot", raising=False)  # imported afresh by the command
+    for name in [m for m in sys.modules if m.startswith("acula.evaluate.joint")]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh by the command
     monkeypatch.setitem(sys.modules, "sklearn.metrics", None)  # as if scikit-learn were not installed
-    code = main(["calibrate", "--checkpoint", "x.pt", "--manifest", "m.csv", "--device", "cpu"])
+    code = main(["zeroshot", "--checkpoint", "x.pt", "--manifest", "m.csv", "--label-column", "murmur",
+                 "--out", "never-written", "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "acula calibrate: missing package 'sklearn' (pip install scikit-learn)"
+    assert code == 2 and err.strip() == "acula zeroshot: missing package 'sklearn' (pip install scikit-learn)"
 
 
 def test_missing_module_of_acula_itself_is_a_bug_not_a_setup_problem(monkeypatch):
-    monkeypatch.setitem(sys.modules, "acula.evaluate.zeroshot", None)
-    with pytest.raises(ModuleNotFoundError, match="acula.evaluate.zeroshot"):
+    monkeypatch.setitem(sys.modules, "acula.evaluate.joint.calibration", None)
+    with pytest.raises(ModuleNotFoundError, match="acula.evaluate.joint.calibration"):
         main(["calibrate", "--checkpoint", "x.pt", "--manifest", "m.csv", "--device", "cpu"])
 
 

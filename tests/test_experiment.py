@@ -47,7 +47,7 @@ def test_results_hold_every_task_and_arm(run_result):
     assert tasks == ["sprsound-adventitious", "sprsound-4class", "sprsound-disease", "sprsound-disease@patient",
                      "circor-murmur", "circor-murmur@patient", "circor-outcome", "circor-outcome@patient"]
     for t in results["tasks"]:
-        for arm in ex.ARMS:
+        for arm in ("initial", *ex.DEFAULT_ARMS):
             assert math.isfinite(t[arm]["mean"]) and 0 <= t[arm]["mean"] <= 1, (t["task"], arm)
         d = t["aligned_vs_baseline"]
         assert d["mean_diff"] == pytest.approx(t["aligned"]["mean"] - t["baseline"]["mean"])
@@ -57,7 +57,7 @@ def test_results_hold_every_task_and_arm(run_result):
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and "| circor-murmur" in (out / "table.md").read_text()
     assert results["corpora"]["circor"]["subjects"] == 262  # one recording per subject: 262 children
     diag = results["diagnostics"]
-    assert set(diag["reports_vs_labels"]) == {"sprsound", "circor"} and set(diag["arms"]) == set(ex.ARMS)
+    assert set(diag["reports_vs_labels"]) == {"sprsound", "circor"} and set(diag["arms"]) == {"initial", *ex.DEFAULT_ARMS}
     for corpus in diag["arms"]["aligned"][0].values():
         assert {"features_vs_reports_train", "features_vs_reports_heldout"} <= set(corpus)
         assert all(-1 <= v <= 1 for v in corpus.values())
@@ -81,7 +81,7 @@ def test_saved_encoders_embed_as_trained(run_result, inputs):
     _, out = run_result
     _, weights = inputs
     files = sorted(p.name for p in (out / "encoders").glob("*.safetensors"))
-    assert files == sorted(["initial.safetensors"] + [f"{a}-seed0.safetensors" for a in ex.ARMS[1:]])
+    assert files == sorted(["initial.safetensors"] + [f"{a}-seed0.safetensors" for a in ex.DEFAULT_ARMS])
     x = torch.randn(2, 16000)
     emb = {}
     for name in ("initial", "aligned-seed0"):
@@ -92,6 +92,31 @@ def test_saved_encoders_embed_as_trained(run_result, inputs):
     with torch.inference_mode():
         np.testing.assert_allclose(emb["initial"], reference.forward_feature(x).numpy(), rtol=1e-5, atol=1e-5)
     assert not np.allclose(emb["initial"], emb["aligned-seed0"])
+
+
+def test_prepared_folder_trains_without_data_or_teacher(run_result, inputs, shared_dir, tmp_path, monkeypatch):
+    """The prepared folder carries inputs, labels and teacher embeddings: a run elsewhere (a GPU machine) needs no
+    recordings and no teacher, gives the same numbers, and refuses a folder prepared for other settings."""
+    results, out = run_result
+    _, weights = inputs
+    published = {"circor": str(shared_dir / "metadata" / "circor" / "training_data_report.csv")}
+    cfg = tiny(tmp_path / "no-data-here", tmp_path / "o", weights, arms=("baseline",), prepared=out / "prepared",
+               published_reports=published)
+    monkeypatch.setattr(ex.corpus, "Teacher", lambda *a, **k: pytest.fail("the teacher was loaded"))
+    again = ex.run(cfg)
+    for a, b in zip(results["tasks"], again["tasks"]):
+        assert b["initial"]["per_seed"] == a["initial"]["per_seed"], a["task"]
+        assert "aligned" not in b and "baseline" in b
+    assert again["complete"] and json_of(out / "results.json")["complete"]
+    with pytest.raises(ValueError, match="prepared for other settings.*window_seconds"):
+        ex.run(tiny(tmp_path, tmp_path / "o2", weights, prepared=out / "prepared", window_seconds=2.0,
+                    published_reports=published))
+
+
+def json_of(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
 
 
 def test_frozen_trunk_matches_full_forward(inputs):

@@ -22,7 +22,7 @@ from acula.audio import AudioError
 from acula.data import features
 from acula.data.features import FeatureCache, build_feature_cache, cache_fingerprint
 from acula.encoders.base import InputContract
-from acula.extract import read_clip
+from acula.features import InputSpec, read_inputs
 from numerics import assert_close, encoder_tol
 
 ACULA = InputContract()
@@ -62,7 +62,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def _expected(path: str, contract: InputContract, policy: str) -> np.ndarray:
-    return read_clip(path, features._ContractOnly(contract), policy).numpy()
+    return read_inputs(path, contract, InputSpec.of(contract, policy)).numpy()
 
 
 def test_cache_holds_what_extraction_computes_and_records_skips(tmp_path, audio):
@@ -205,14 +205,14 @@ def test_finished_shards_are_trusted_and_damaged_ones_recomputed(tmp_path, audio
 
 _SLOW_BUILD = """
 import sys, time
-import acula.extract
+import acula.audio.io
 from acula.data.features import build_feature_cache
 from acula.encoders.base import InputContract
-load = acula.extract.load_audio
+load = acula.audio.io.load_audio
 def slow(*a, **k):
     time.sleep(0.05)
     return load(*a, **k)
-acula.extract.load_audio = slow
+acula.audio.io.load_audio = slow
 paths = sys.argv[2:]
 build_feature_cache(paths, sys.argv[1], InputContract(window_seconds=1.0), workers=0, shard_size=2, progress=False)
 """

@@ -29,6 +29,7 @@ from .data.splits import subject_split
 from .encoders import create
 from .evaluate.probe import probe_over_seeds
 from .extract import read_clip
+from .features import encode_windows, feature_forward
 from .text.cache import embed_texts
 from .text.reports import report_for
 from .text.teacher import Teacher
@@ -100,8 +101,7 @@ def encode_inputs(rows: list[dict], encoder) -> np.ndarray:
 @torch.inference_mode()
 def features(encoder, x: np.ndarray, batch: int = 64) -> np.ndarray:
     encoder.eval()
-    return np.concatenate([encoder.forward_feature(torch.from_numpy(x[i:i + batch])).numpy()
-                           for i in range(0, len(x), batch)])
+    return encode_windows(feature_forward(encoder), x, batch).numpy()
 
 
 def run_probes(feats: np.ndarray, rows: list[dict], test_subjects: set[str], probe_seeds,

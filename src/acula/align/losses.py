@@ -5,7 +5,7 @@ how the batch's audio clips relate to each other with how their paired reports r
 depends on which audio goes with which report and needs no equal widths. `linear_cka_debiased` is
 the same quantity from the unbiased HSIC estimator; it is what the `cka` training loss uses, because
 the plug-in estimate is near 1 for any two wide, noisy mini-batches (its docstring has the numbers).
-`cka_feature` is the published AcuLa formula (feature x feature Grams, SPEC §3.3), kept only to
+`cka_feature` is the published AcuLa formula (feature x feature Grams, docs/protocol.md#alignment-loss), kept only to
 reproduce the paper: its two Grams are computed independently, so it is blind to the pairing.
 
 The CKA functions return a similarity in [0, 1]; the training loss is `1 - similarity`. Degenerate batches
@@ -135,7 +135,10 @@ def rbf_cka(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.0,
 
 
 def cka_feature(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The published AcuLa 'CKA' (SPEC §3.3): feature Grams, needs equal widths, ignores pairing."""
+    """The published AcuLa 'CKA': feature Grams, needs equal widths, ignores pairing.
+
+    docs/protocol.md#alignment-loss
+    """
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"cka_feature needs equal widths, got {x.shape[1]} and {y.shape[1]}")
     x = _unit(_center(x.float()))

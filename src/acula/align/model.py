@@ -1,9 +1,9 @@
 """The AcuLa alignment model: a trainable audio encoder plus two projection heads.
 
 The text side never sees the language model: it receives cached report embeddings, so the
-frozen LM runs once per unique report, not once per step (SPEC §3.6.5). Head widths come from
-the encoder's `feature_dim` and the teacher's hidden size (the published code hard-codes 384 and
-2048, which fits neither OPERA-CT/CE nor MedGemma-4B's 2560).
+frozen LM runs once per unique report, not once per step. Head widths come from the encoder's
+`feature_dim` and the teacher's hidden size (the published code hard-codes 384 and 2048, which fits
+neither OPERA-CT/CE nor MedGemma-4B's 2560). Both bugs: docs/protocol.md#published-bugs, items 3 and 5.
 """
 
 from __future__ import annotations

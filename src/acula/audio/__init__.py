@@ -1,34 +1,23 @@
-"""Audio in, log-mel out: loading with clear errors (`io`) and the OPERA/AcuLa front end (`frontend`).
+"""Audio in, encoder inputs out: loading with clear errors (`io`), the OPERA/AcuLa front end (`frontend`) and
+`InputSpec` (`spec`), the one description of how a recording becomes encoder inputs."""
 
-`io` (soundfile, soxr) loads on first use of one of its names, so the torch front end also imports on machines
-without the audio-file libraries (e.g. a GPU box that only gets in-memory waveforms).
-"""
+from acula.audio.spec import InputSpec
 
-from acula.audio.frontend import (
-    FRONTEND_VERSION,
-    POLICIES,
-    LogMel,
-    acula_windows,
-    fingerprint,
-    frames_for,
-    get_policy,
-    logmel,
-    mel_filterbank,
-    opera_windows,
-    repeat_pad,
-    trim_silence,
-)
+_FRONTEND = ("FRONTEND_VERSION", "POLICIES", "LogMel", "acula_windows", "fingerprint", "frames_for", "get_policy",
+             "logmel", "mel_filterbank", "opera_windows", "repeat_pad", "trim_silence")
+_IO = ("AudioError", "AudioInfo", "audio_info", "load_audio", "resample")
 
-_IO_NAMES = ("AudioError", "AudioInfo", "audio_info", "load_audio", "resample")
-
-__all__ = [
-    "FRONTEND_VERSION", "POLICIES", "LogMel", "acula_windows", "fingerprint", "frames_for", "get_policy", "logmel",
-    "mel_filterbank", "opera_windows", "repeat_pad", "trim_silence", *_IO_NAMES,
-]
+__all__ = [*_FRONTEND, *_IO, "InputSpec"]
 
 
 def __getattr__(name: str):
-    if name in _IO_NAMES:
+    """The front end and the loader import numpy and torch: loaded on first use, so `InputSpec` (which the encoder
+    registry holds) stays importable without them."""
+    if name in _FRONTEND:
+        from acula.audio import frontend
+
+        return getattr(frontend, name)
+    if name in _IO:
         from acula.audio import io
 
         return getattr(io, name)

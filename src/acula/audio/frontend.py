@@ -1,4 +1,4 @@
-"""Log-mel front end and window policies (SPEC §1.1, §1.3).
+"""Log-mel front end and window policies (docs/protocol.md#front-end, #input-policies).
 
 Every encoder in acula sees audio the way OPERA and AcuLa prepared it:
 
@@ -13,7 +13,8 @@ Every encoder in acula sees audio the way OPERA and AcuLa prepared it:
     downstream path). Every window gets its own log-mel (so its own min-max normalisation).
   Averaging encoder features over the K windows of one recording is the extraction pipeline's job, not this
   module's; with the "acula" policy K is 1 and the mean is the identity.
-* `fingerprint()` names the preprocessing settings, so a feature cache can refuse features computed differently.
+* `fingerprint()` names the preprocessing settings, so a feature cache can refuse features computed differently;
+  `InputSpec.fingerprint` (audio/spec.py) is the one caller that decides which settings go in.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from acula._io import sha256_text
 
 FRONTEND_VERSION = 1  # bump when any change alters the numbers below, so cached features are recomputed
 SAMPLE_RATE = 16000
-ACULA_WINDOW_SAMPLES = 131000  # 8 s + 3000 samples: exactly 256 frames (SPEC §1.2)
+ACULA_WINDOW_SAMPLES = 131000  # 8 s + 3000 samples: exactly 256 frames (docs/protocol.md#alignment-input)
 OPERA_WINDOW_SECONDS = 8.18  # OPERA-GT downstream: int(8.18 * 16000) = 130880 samples, also 256 frames
 _MAX_PEAK_EXP = 32  # LogMel scales clips with peaks >= 2^32 down; float32 power overflows from ~3.6e16 (see LogMel)
 
@@ -77,7 +78,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 def frames_for(n_samples: int, hop_length: int = 512) -> int:
-    """Frames of a centred STFT: T = 1 + N // hop (SPEC §1.1: 131000 -> 256, 128000 -> 251)."""
+    """Frames of a centred STFT: T = 1 + N // hop (docs/protocol.md#front-end: 131000 -> 256, 128000 -> 251)."""
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
     return 1 + n_samples // hop_length
@@ -161,7 +162,8 @@ def _cached_logmel(sample_rate: int, device: str) -> LogMel:
 
 
 def logmel(wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """SPEC §1.1 log-mel of a (N,) or (B, N) waveform already at `sample_rate` -> (B, T, 64) float32."""
+    """The published log-mel of a (N,) or (B, N) waveform already at `sample_rate` -> (B, T, 64) float32
+    (docs/protocol.md#front-end)."""
     if not isinstance(wave, torch.Tensor):
         wave = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     with torch.no_grad():
@@ -184,7 +186,8 @@ def _as_wave(wave: np.ndarray, what: str) -> np.ndarray:
 
 
 def acula_windows(wave: np.ndarray, n_samples: int = ACULA_WINDOW_SAMPLES) -> np.ndarray:
-    """AcuLa training input (SPEC §1.2): the first `n_samples`, zero-padded at the end -> (1, n_samples)."""
+    """AcuLa training input: the first `n_samples`, zero-padded at the end -> (1, n_samples)
+    (docs/protocol.md#alignment-input)."""
     wave = _as_wave(wave, "acula_windows")
     out = np.zeros((1, n_samples), dtype=np.float32)
     n = min(n_samples, wave.size)
@@ -235,7 +238,8 @@ def repeat_pad(segment: np.ndarray, recording: np.ndarray, length: int) -> np.nd
 def opera_windows(
     wave: np.ndarray, sample_rate: int = SAMPLE_RATE, seconds: float = OPERA_WINDOW_SECONDS
 ) -> np.ndarray:
-    """OPERA-GT downstream chunks (SPEC §1.3 `get_split_signal_librosa`) -> (K, L), L = int(seconds * sr).
+    """OPERA-GT downstream chunks -> (K, L), L = int(seconds * sr): OPERA's `get_split_signal_librosa`
+    (docs/protocol.md#downstream-windows).
 
     Trim silence (100 ms frames, 50 ms hop, 60 dB), then if N > L: every L-window at hop L//2 plus one final
     chunk `[K0 * (L//2):]` repeat-padded at the front (always added, even when it overlaps the last full
@@ -258,6 +262,8 @@ def opera_windows(
     return np.concatenate([full, last[None]], axis=0)
 
 
+# the window functions by name, for callers holding a bare waveform; the pipeline names its inputs with
+# `acula.audio.spec.InputSpec`, which calls these
 POLICIES: dict[str, Callable[..., np.ndarray]] = {"acula": acula_windows, "opera": opera_windows}
 
 

@@ -1,14 +1,14 @@
-"""`acula bench`: the downstream benchmark (OPERA protocol, SPEC §5) for any registered encoder.
+"""`acula bench`: the downstream benchmark (OPERA protocol, docs/protocol.md#probe-protocol) for any registered encoder.
 
     acula bench --encoder opera-gt --checkpoint gt.ckpt --tasks T1,T7,circor-murmur --data-root /data --out runs/b
     acula bench --encoder opera-gt --preset tiny --task-csv my_task.csv --out runs/mine
     acula bench compare runs/a/results.csv runs/b/results.csv
 
-Per task: load the recordings from the real download layout, embed them once with the task's input
-policy (SPEC §1.4; cached under OUT/features/ keyed by preprocessing, encoder and checkpoint), then fit
-the linear probe with seeds 0..N-1 (or once per held-out fold for LOOCV / LOSO tasks) and score the test
-split. A task that fails (missing dataset, bad CSV, one-class split) becomes an `error` row; the others
-still run. Results are rewritten atomically after every task.
+Per task: load the recordings from the real download layout, embed them once with the task's input policy
+(docs/protocol.md#per-task-input-lengths; cached under OUT/features/ keyed by preprocessing, encoder and
+checkpoint), then fit the linear probe with seeds 0..N-1 (or once per held-out fold for LOOCV / LOSO tasks)
+and score the test split. A task that fails (missing dataset, bad CSV, one-class split) becomes an `error`
+row; the others still run. Results are rewritten atomically after every task.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..evaluate.bench import compare
+    from ..evaluate.results import compare
 
     text, _ = compare(args.a, args.b)
     print(text)

@@ -43,6 +43,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-lr", type=float, default=None)
     p.add_argument("--probe-epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    p.add_argument("--arms", type=lambda t: tuple(a for a in t.split(",") if a), default=None,
+                   help="trained arms in order, comma-separated: baseline, aligned, aligned_masked, "
+                        "aligned_masked_tuned, published, label_cka (default per encoder)")
+    p.add_argument("--unmasked-epochs", type=int, default=None,
+                   help="final full-feature epochs of aligned_masked_tuned (default 1)")
+    p.add_argument("--device", default=None, help="auto (default: cuda when present), cpu, cuda, cuda:1")
+    p.add_argument("--mixed-precision", default=None, choices=("no", "bf16"), help="training precision (GPU: bf16)")
+    p.add_argument("--probe-workers", type=int, default=None,
+                   help="processes that run the probes beside the training (default 0: in-process)")
+    p.add_argument("--prepared", default=None, metavar="DIR",
+                   help="inputs, labels and teacher embeddings: read from DIR when it holds them, else computed and "
+                        "written there (default OUT/prepared); a prepared folder trains without data or teacher")
+    p.add_argument("--prepare-only", action="store_true", help="write the prepared folder and stop")
+    p.add_argument("--prepared-dtype", default="float32", choices=("float32", "float16"),
+                   help="inputs in the prepared folder (float16 halves it for copying to another machine)")
 
 
 def register(sub, argv: list[str] | None = None) -> None:
@@ -74,15 +89,22 @@ def _config(args: argparse.Namespace, name: str, data_root: str, published: dict
                       max_per_subject=args.max_per_subject, heldout_fraction=args.heldout_fraction,
                       split_seed=args.split_seed, teacher=args.teacher, report_profile=args.report_profile,
                       probe_lr=args.probe_lr, probe_epochs=args.probe_epochs, threads=args.threads,
-                      published_reports=published, trust_checkpoint=args.trust_checkpoint or None)
+                      published_reports=published, trust_checkpoint=args.trust_checkpoint or None,
+                      arms=args.arms, unmasked_epochs=args.unmasked_epochs, device=args.device,
+                      mixed_precision=args.mixed_precision, probe_workers=args.probe_workers,
+                      prepared=args.prepared)
     if cfg.crop_seconds == 0.0:
         cfg.crop_seconds = None
     return cfg
 
 
-def _run(cfg) -> int:
-    from ..experiments.alignment import run, table
+def _run(cfg, args: argparse.Namespace) -> int:
+    from ..experiments.alignment import prepare_only, run, table
 
+    if args.prepare_only:
+        folder = prepare_only(cfg, args.prepared_dtype)
+        print(f"prepared: {folder}")
+        return 0
     results = run(cfg)
     print(table(results))
     print(f"results: {Path(cfg.out) / 'results.json'}  figure: {Path(cfg.out) / 'results.png'}  "
@@ -97,8 +119,8 @@ def cmd_align(args: argparse.Namespace) -> int:
         if not sep or not path:
             raise ValueError(f"--published-reports {item!r}: expected CORPUS=CSV, e.g. circor=training_data_report.csv")
         published[corpus] = path
-    return _run(_config(args, args.config, args.data_root, published))
+    return _run(_config(args, args.config, args.data_root, published), args)
 
 
 def cmd_real_heart(args: argparse.Namespace) -> int:
-    return _run(_config(args, "yaseen", args.data, {}))
+    return _run(_config(args, "yaseen", args.data, {}), args)

@@ -3,15 +3,15 @@
     acula finetune --encoder opera-gt --checkpoint gt.ckpt --tasks T7,circor-murmur --data-root /data --out runs/ft
     acula finetune --encoder opera-gt --preset tiny --task-csv my_task.csv --out runs/ft-mine
 
-Encoder + linear head, trained on the task's train split and selected on its validation split. Defaults
-follow OPERA's `finetuning.py` (SPEC §5.5): Adam with lr 1e-4 for the head, x0.99 per epoch, early stopping
-on the validation metric (AUROC, or MAE for regression) with patience 10, testing the best-validation
+Encoder + linear head, trained on the task's train split and selected on its validation split. Defaults follow
+OPERA's `finetuning.py` (docs/protocol.md#script-bugs): Adam with lr 1e-4 for the head, x0.99 per epoch, early
+stopping on the validation metric (AUROC, or MAE for regression) with patience 10, testing the best-validation
 weights, seeds 0-4. The encoder learns at 0.1 x the head's rate (`--encoder-lr-scale`): the pretrained
-features then move slowly while the fresh head catches up. Inputs are the task's benchmark inputs (SPEC
-§1.4: GT windows averaged per clip, CE/CT whole recordings), computed once per task, so epochs never
-re-decode audio. Results use `acula bench`'s files (results.csv, results_seeds.csv, results.md), so
-`acula bench compare probe/results.csv finetune/results.csv` sets frozen-probe and fine-tuned numbers
-side by side.
+features then move slowly while the fresh head catches up. Inputs are the task's benchmark inputs
+(docs/protocol.md#input-policies: GT windows averaged per clip, CE/CT whole recordings), computed once per
+task, so epochs never re-decode audio. Results use `acula bench`'s files (results.csv, results_seeds.csv,
+results.md), so `acula bench compare probe/results.csv finetune/results.csv` sets frozen-probe and fine-tuned
+numbers side by side.
 """
 
 from __future__ import annotations

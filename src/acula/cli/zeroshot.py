@@ -79,23 +79,32 @@ def aligned_checkpoint(args: argparse.Namespace) -> str:
     return args.checkpoint
 
 
+def joint_space_config(args: argparse.Namespace):
+    """The options `add_joint_space_args` declared, as the library's one config object."""
+    from ..evaluate.joint.similarity import similarity_modes
+    from ..evaluate.joint.space import JointSpaceConfig
+
+    return JointSpaceConfig(similarities=similarity_modes(args.similarity), calibration=args.calibration,
+                            align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,
+                            policy=args.policy, batch_size=args.batch_size, device=resolve_device(args.device),
+                            trust_checkpoint=args.trust_checkpoint, progress=True)
+
+
 def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from ..evaluate.zeroshot import run_zeroshot, similarity_modes
+    from ..evaluate.joint.classify import run_zeroshot
 
     aligned_checkpoint(args)
 
     scale = {} if args.logit_scale is None else {"logit_scale": args.logit_scale}
     run_zeroshot(args.checkpoint, args.manifest, args.label_column, args.out, prompts=args.prompts,
-                 similarities=similarity_modes(args.similarity), calibration=args.calibration,
-                 align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,
-                 policy=args.policy, batch_size=args.batch_size, device=resolve_device(args.device),
-                 trust_checkpoint=args.trust_checkpoint, progress=True, **scale)
+                 config=joint_space_config(args), **scale)
     print(f"results: {Path(args.out) / 'zeroshot.json'}, {Path(args.out) / 'zeroshot.csv'}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..evaluate.zeroshot import default_calibration_path, fit_calibration, load_aligned, teacher_for
+    from ..evaluate.joint.calibration import default_calibration_path, fit_calibration
+    from ..evaluate.joint.model import load_aligned, teacher_for
 
     if args.pretrained and not args.out:
         raise ValueError("--pretrained: pass --out FILE for the calibration (the Hugging Face cache is not the place)")
@@ -115,14 +124,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    from ..evaluate.retrieval import run_retrieval
-    from ..evaluate.zeroshot import similarity_modes
+    from ..evaluate.joint.retrieval import run_retrieval
 
     aligned_checkpoint(args)
     run_retrieval(args.checkpoint, args.manifest, args.out, text_column=args.text_column,
-                  similarities=similarity_modes(args.similarity), calibration=args.calibration,
-                  align_manifest=args.align_manifest, teacher=args.teacher, cache_dir=args.cache_dir,
-                  policy=args.policy, batch_size=args.batch_size, device=resolve_device(args.device),
-                  trust_checkpoint=args.trust_checkpoint, progress=True)
+                  config=joint_space_config(args))
     print(f"results: {Path(args.out) / 'retrieval.json'}, {Path(args.out) / 'retrieval.csv'}")
     return 0

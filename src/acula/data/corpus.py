@@ -2,7 +2,7 @@
 
 Reports state downstream labels (ICBHI and KAUH diagnoses, TR COPD stage, Coswara smoker/sex),
 so an alignment corpus holding a downstream *test* recording, or any recording of a test subject,
-contaminates the linear-probe results (SPEC §3.6 item 13). The guard takes the evaluation test
+contaminates the linear-probe results (docs/protocol.md#published-bugs, item 13). The guard takes the evaluation test
 splits, finds every subject that owns a listed test item, drops all of that subject's recordings
 and reports what each dataset lost (`OUT.leakage.json`).
 

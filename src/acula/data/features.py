@@ -39,10 +39,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_path, sha256_text, write_json
-from ..audio.frontend import FRONTEND_VERSION, fingerprint, logmel
+from ..audio.frontend import logmel
 from ..audio.io import AudioError
-from ..encoders.base import AudioEncoder, InputContract
-from ..extract import read_clip
+from ..audio.spec import InputSpec
+from ..encoders.base import InputContract
+from ..features import read_inputs
 
 FORMAT = "acula-feature-cache"
 FORMAT_VERSION = 1
@@ -57,26 +58,19 @@ _COPY_ROWS = 256  # windows copied per step from a worker's spill file into the 
 # settings and file names
 
 
-def window_samples(contract: InputContract, policy: str) -> int:
-    """Samples per window exactly as `acula.extract.window_inputs` cuts them for this policy."""
-    if policy == "acula":
-        return int(round(contract.window_seconds * contract.sample_rate))
-    if policy == "opera":
-        return int(contract.window_seconds * contract.sample_rate)
-    raise ValueError(f"feature cache: unknown window policy {policy!r}; choose one of {list(POLICIES)}")
-
-
-def cache_settings(contract: InputContract, policy: str) -> dict:
-    """Everything that changes the cached numbers (and nothing that does not, such as the encoder's max_frames)."""
+def cache_spec(contract: InputContract, policy: str | InputSpec = "acula") -> InputSpec:
+    """The spec of the windows a cache holds: fixed-length log-mel windows, the only kind that stacks."""
     if contract.frontend != "logmel":
         raise ValueError(f"feature cache stores log-mel windows, but the encoder contract's frontend is "
                          f"{contract.frontend!r}; extract such encoders from the audio files directly")
-    return dict(frontend=contract.frontend, sample_rate=int(contract.sample_rate), n_mels=int(contract.n_mels),
-                policy=policy, window_samples=window_samples(contract, policy), frontend_version=FRONTEND_VERSION)
+    name = policy.policy if isinstance(policy, InputSpec) else policy
+    if name not in POLICIES:
+        raise ValueError(f"feature cache: unknown window policy {name!r}; choose one of {list(POLICIES)}")
+    return policy if isinstance(policy, InputSpec) else InputSpec.of(contract, policy)
 
 
-def cache_fingerprint(contract: InputContract, policy: str = "acula") -> str:
-    return fingerprint(**cache_settings(contract, policy))
+def cache_fingerprint(contract: InputContract, policy: str | InputSpec = "acula") -> str:
+    return cache_spec(contract, policy).fingerprint(contract)
 
 
 def _shard_name(s: int, ext: str) -> str:
@@ -104,18 +98,6 @@ def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 # computing one shard (runs in a worker process or in-process)
 
 
-class _ContractOnly(AudioEncoder):
-    """An encoder with a contract and no network: `extract.read_clip` needs only the contract and its input
-    check, and going through it keeps one code path for cached and uncached features, so a cache can never
-    drift from what extraction computes."""
-
-    name = "feature-cache"
-
-    def __init__(self, contract: InputContract):
-        super().__init__()
-        self.contract = contract
-
-
 @dataclass
 class _ShardJob:
     out_dir: str
@@ -123,15 +105,15 @@ class _ShardJob:
     start: int  # input index of the shard's first clip
     paths: list[str]
     contract: InputContract
-    policy: str
+    spec: InputSpec
     window_shape: tuple[int, int]
     fingerprint: str
     strict: bool
     excluded: dict[int, str] = field(default_factory=dict)  # position in shard -> reason (clips that crashed a worker)
 
 
-def _read_windows(path: str, contract: InputContract, policy: str) -> np.ndarray:
-    return read_clip(path, _ContractOnly(contract), policy).numpy()
+def _read_windows(path: str, contract: InputContract, spec: InputSpec) -> np.ndarray:
+    return read_inputs(path, contract, spec, "feature cache").numpy()
 
 
 def compute_shard(job: _ShardJob, progress: Callable[[int], None] = lambda n: None) -> None:
@@ -150,7 +132,7 @@ def compute_shard(job: _ShardJob, progress: Callable[[int], None] = lambda n: No
                     progress(j + 1)
                     continue
                 try:
-                    w = _read_windows(path, job.contract, job.policy)
+                    w = _read_windows(path, job.contract, job.spec)
                 except AudioError as e:
                     if job.strict:
                         raise
@@ -158,7 +140,7 @@ def compute_shard(job: _ShardJob, progress: Callable[[int], None] = lambda n: No
                 else:
                     if w.ndim != 3 or w.shape[1:] != (T, M) or w.shape[0] < 1:
                         raise RuntimeError(f"{path}: windows of shape {w.shape}, expected (K, {T}, {M}) from "
-                                           f"policy {job.policy!r} and the contract {job.contract}")
+                                           f"{job.spec} and the contract {job.contract}")
                     f.write(np.ascontiguousarray(w, dtype=DTYPE).tobytes())
                     clips.append({"index": index, "path": path, "offset": len(window_clip), "count": int(w.shape[0])})
                     window_clip += [index] * w.shape[0]
@@ -208,7 +190,7 @@ def build_feature_cache(
     paths: list[str],
     out_dir: str | os.PathLike,
     contract: InputContract,
-    policy: str = "acula",
+    policy: str | InputSpec = "acula",
     workers: int | None = None,
     shard_size: int = 1024,
     strict: bool = False,
@@ -229,14 +211,14 @@ def build_feature_cache(
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = in this process), got {workers}")
-    settings = cache_settings(contract, policy)
-    fp = fingerprint(**settings)
+    spec = cache_spec(contract, policy)
+    settings, fp = spec.settings(contract), spec.fingerprint(contract)
     probe = logmel(np.zeros(settings["window_samples"], np.float32), contract.sample_rate)
     T, M = probe.shape[1:]
     if M != contract.n_mels:
         raise ValueError(f"the log-mel front end gives {M} mel bands but the encoder contract asks for "
                          f"{contract.n_mels}")
-    _ContractOnly(contract).check_input(probe)  # every window has this shape: refuse now, not once per clip
+    contract.check(probe, "feature cache")  # every window has this shape: refuse now, not once per clip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_shards = math.ceil(len(paths) / shard_size)
@@ -249,7 +231,7 @@ def build_feature_cache(
         _prepare(out, meta, overwrite)
         shard_paths = [paths[s * shard_size:(s + 1) * shard_size] for s in range(n_shards)]
         missing = [s for s in range(n_shards) if not _shard_complete(out, s, shard_paths[s], meta)]
-        jobs = {s: _ShardJob(str(out), s, s * shard_size, shard_paths[s], contract, policy, (int(T), int(M)), fp,
+        jobs = {s: _ShardJob(str(out), s, s * shard_size, shard_paths[s], contract, spec, (int(T), int(M)), fp,
                              strict) for s in missing}
         done_clips = len(paths) - sum(len(j.paths) for j in jobs.values())
         with tqdm(total=len(paths), initial=done_clips, desc="log-mel cache", unit="clip",

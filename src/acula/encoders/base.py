@@ -19,7 +19,7 @@ class InputContract:
     """What an encoder expects. `frontend` names the feature extractor in `acula.audio`."""
 
     sample_rate: int = 16000
-    frontend: str = "logmel"  # "logmel" (SPEC §1.1, (B,T,n_mels)) | "waveform" (B,N) raw 16 kHz
+    frontend: str = "logmel"  # "logmel" (docs/protocol.md#front-end, (B,T,n_mels)) | "waveform" (B,N) raw 16 kHz
     n_mels: int = 64
     window_seconds: float = 131000 / 16000  # 8.1875 s -> 256 frames
     min_frames: int = 4  # shortest (B,T,n_mels) input forward_feature accepts
@@ -29,6 +29,21 @@ class InputContract:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self, x: torch.Tensor, who: str = "encoder") -> None:
+        """Name the expected and actual shape instead of failing deep inside a conv (also for a feature cache,
+        which has a contract and no network)."""
+        if self.frontend == "logmel":
+            if x.ndim != 3 or x.shape[-1] != self.n_mels:
+                raise ValueError(
+                    f"{who}: expected log-mel of shape (batch, frames, {self.n_mels}), got {tuple(x.shape)}"
+                )
+            if x.shape[1] < self.min_frames:
+                raise ValueError(f"{who}: needs at least {self.min_frames} frames, got {x.shape[1]}")
+            if self.max_frames is not None and x.shape[1] > self.max_frames:
+                raise ValueError(f"{who}: accepts at most {self.max_frames} frames, got {x.shape[1]}")
+        elif x.ndim != 2:
+            raise ValueError(f"{who}: expected waveforms of shape (batch, samples), got {tuple(x.shape)}")
 
 
 class AudioEncoder(nn.Module):
@@ -50,19 +65,7 @@ class AudioEncoder(nn.Module):
     config: dict[str, Any] = {}  # constructor arguments, set by the registry; saved with checkpoints
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Name the expected and actual shape instead of failing deep inside a conv."""
-        c = self.contract
-        if c.frontend == "logmel":
-            if x.ndim != 3 or x.shape[-1] != c.n_mels:
-                raise ValueError(
-                    f"{self.name}: expected log-mel of shape (batch, frames, {c.n_mels}), got {tuple(x.shape)}"
-                )
-            if x.shape[1] < c.min_frames:
-                raise ValueError(f"{self.name}: needs at least {c.min_frames} frames, got {x.shape[1]}")
-            if c.max_frames is not None and x.shape[1] > c.max_frames:
-                raise ValueError(f"{self.name}: accepts at most {c.max_frames} frames, got {x.shape[1]}")
-        elif x.ndim != 2:
-            raise ValueError(f"{self.name}: expected waveforms of shape (batch, samples), got {tuple(x.shape)}")
+        self.contract.check(x, self.name)
 
     def forward_feature(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, n_mels) -> (B, D)
         raise NotImplementedError

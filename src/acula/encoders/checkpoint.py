@@ -1,7 +1,7 @@
-"""Reading, strictly loading, saving and converting encoder checkpoints (SPEC §2.4, §3.4).
+"""Reading, strictly loading, saving and converting encoder checkpoints (docs/protocol.md#checkpoints).
 
 OPERA and AcuLa load non-strictly (key checks off), so a wrong or partial checkpoint silently yields a random
-encoder (SPEC §3.6 item 9). Here every key is accounted for: a missing encoder weight, an unknown
+encoder (docs/protocol.md#published-bugs, item 9). Here every key is accounted for: a missing encoder weight, an unknown
 key or a shape mismatch is an error that names it, and the only tolerated differences are those
 the model declares (`ignorable_missing` / `ignorable_unexpected`, fnmatch patterns on full keys),
 BatchNorm's `num_batches_tracked` counters (they never affect evaluation-mode outputs), and, on request, an
@@ -323,7 +323,7 @@ def _common_prefix_hint(keys: list[str], own: dict) -> str | None:
 # ------------------------------------------------------------------------------------- saving
 def encoder_config(model: AudioEncoder, decoder: bool = True) -> dict[str, Any]:
     """What a later `load_encoder` needs to rebuild `model` (registry name and options)."""
-    from .. import __version__
+    from .._version import __version__
 
     built = dict(getattr(model, "config", {}) or {})
     built.setdefault("name", getattr(model, "name", type(model).__name__))

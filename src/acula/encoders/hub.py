@@ -31,8 +31,9 @@ from .._io import sha256_file
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from .registry import canonical_name
 
-# the teacher the published AcuLa checkpoint was aligned to (SPEC §3.1: MedGemma-4B, last layer, max length 128;
-# the published code mean-pools over padding, which acula's "mean" does not), for `acula zeroshot` / `retrieve`
+# the teacher the published AcuLa checkpoint was aligned to (MedGemma-4B, last layer, max length 128:
+# docs/protocol.md#alignment-model; the published code mean-pools over padding, which acula's "mean" does
+# not), for `acula zeroshot` / `retrieve`
 _ACULA_TEACHER = {"model": "google/medgemma-4b-pt", "layer": -1, "pooling": "mean", "max_length": 128}
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 MODEL_FILE = "model.safetensors"  # what `acula publish` writes (encoder + both projection heads)

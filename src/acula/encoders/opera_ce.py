@@ -1,6 +1,6 @@
 """OPERA-CE: the EfficientNet-B0 OPERA pretrained with COLA (`Cola(encoder="efficientnet")`).
 
-Re-implemented without efficientnet_pytorch, key-compatible with OPERA's checkpoint (SPEC §2.3):
+Re-implemented without efficientnet_pytorch, key-compatible with OPERA's checkpoint (docs/protocol.md#opera-ce):
 `encoder.cnn1` Conv2d(1->3, k3, no padding) feeding `encoder.efficientnet` =
 `EfficientNet.from_name("efficientnet-b0", include_top=False, drop_connect_rate=0.1)` of
 efficientnet_pytorch 0.7.1, then global average pooling -> (B, 1280); Cola heads `g`,

@@ -1,6 +1,6 @@
 """OPERA-CT: the HTS-AT Swin transformer OPERA pretrained with COLA (`Cola(encoder="htsat")`).
 
-Re-implemented without timm/torchlibrosa, key-compatible with OPERA's checkpoint (SPEC §2.2):
+Re-implemented without timm/torchlibrosa, key-compatible with OPERA's checkpoint (docs/protocol.md#opera-ct):
 `encoder.encoder.htsat.*` for the network and the Cola heads `g`, `layer_norm`, `linear`.
 
 Pipeline for a (B, T, 64) log-mel in [0, 1]:

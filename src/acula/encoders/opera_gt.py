@@ -1,4 +1,4 @@
-"""OPERA-GT: OPERA's masked-autoencoder ViT (`mae_vit_small` -> `MaskedAutoencoderViTMD`, SPEC §2.1).
+"""OPERA-GT: OPERA's masked-autoencoder ViT (`mae_vit_small` -> `MaskedAutoencoderViTMD`, docs/protocol.md#opera-gt).
 
 A clean re-implementation without timm that is key- and number-compatible with the published
 checkpoints, so OPERA's and AcuLa's weights load strictly and give the same features. The MAM
@@ -22,7 +22,7 @@ from .base import AudioEncoder, InputContract
 from .registry import register
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # published sizes (SPEC §2.1); decoder_depth/heads are the 16/16 the original really builds
+    # published sizes (docs/protocol.md#opera-gt); decoder_depth/heads are the 16/16 the original really builds
     "base": dict(
         img_size=(256, 64), patch_size=4, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0,
         decoder="swin-quirk", decoder_embed_dim=256, decoder_depth=16, decoder_num_heads=16,

@@ -6,7 +6,10 @@ checkpoint=...)` builds the network and (optionally) loads weights through the s
 
 from __future__ import annotations
 
+import fnmatch
 from typing import TYPE_CHECKING, Any, Callable
+
+from ..audio.spec import InputSpec
 
 if TYPE_CHECKING:  # this module imports only the standard library, so `acula encoders` does not load torch
     from .base import AudioEncoder
@@ -19,7 +22,32 @@ BUILTIN: dict[str, tuple[str, ...]] = {
 }
 
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
-_ALIASES = {"operaGT": "opera-gt", "operaCT": "opera-ct", "operaCE": "opera-ce"}
+ALIASES = {"operaGT": "opera-gt", "operaCT": "opera-ct", "operaCE": "opera-ce"}  # the OPERA model card's names
+
+
+# --------------------------------------------------------------------------------------------------------
+# inputs: how each encoder sees a recording
+
+
+def _windows(seconds: float) -> InputSpec:  # OPERA-GT: trimmed, overlapping windows, features averaged
+    return InputSpec("opera", seconds)
+
+
+def _whole(seconds: float, pad: str = "repeat") -> InputSpec:  # OPERA-CE/CT: the whole trimmed recording, padded
+    return InputSpec("whole", seconds, padding=pad, trimming="silence")
+
+
+# OPERA's per-model benchmark input (docs/protocol.md#per-task-input-lengths, the lengths of OPERA's
+# `scripts/eval_all.sh`), by task id:
+# fnmatch patterns, first match wins; "csv" is any task read from a CSV (`acula bench --task-csv`). Encoders not
+# listed here benchmark with their default spec.
+BENCH_INPUTS: dict[str, dict[str, InputSpec]] = {
+    "opera-gt": {"T1[3-8]": _windows(5), "T19": _windows(8), "yaseen-*": _windows(4.064), "*": _windows(8.18)},
+    "opera-ce": {"csv": _whole(2), "T[1256]": _whole(2), "T[89]": _whole(2), "T1[3-9]": _whole(1),
+                 "yaseen-*": _whole(4), "*": _whole(8)},
+    "opera-ct": {"csv": _whole(2), "T[1256]": _whole(2), "T1[3-8]": _whole(20, "zero"), "T19": _whole(30),
+                 "yaseen-*": _whole(4), "*": _whole(8)},
+}
 
 
 def register(name: str) -> Callable[[Callable[..., AudioEncoder]], Callable[..., AudioEncoder]]:
@@ -41,7 +69,18 @@ def builtin_names() -> list[str]:
 
 
 def canonical_name(name: str) -> str:
-    return _ALIASES.get(name, name)
+    return ALIASES.get(name, name)
+
+
+def default_spec(encoder: "AudioEncoder", policy: str | None = None) -> InputSpec:
+    """The encoder's own input (its contract's window and policy), or another policy at its window length."""
+    return InputSpec.of(encoder.contract, policy)
+
+
+def bench_spec(name: str, task: str) -> InputSpec | None:
+    """The input OPERA's protocol gives encoder `name` on benchmark task `task`; None: its default spec."""
+    table = BENCH_INPUTS.get(canonical_name(name), {})
+    return next((spec for pattern, spec in table.items() if fnmatch.fnmatchcase(task, pattern)), None)
 
 
 def create(name: str, checkpoint: str | None = None, *, pretrained: bool | str | dict | None = None,

@@ -119,51 +119,39 @@ def cka_matrix(audio: Sequence[tuple[str, np.ndarray]], text: np.ndarray) -> np.
     return np.clip(mat, 0.0, 1.0)  # rounding can leave 1 + 1e-12
 
 
+@torch.inference_mode()
 def encoder_layer_features(encoder, paths: Sequence[str], policy: str | None = None, batch_size: int = 16,
                            device: str | torch.device = "cpu", progress: bool = True
                            ) -> tuple[list[tuple[str, np.ndarray]], list[int], list[tuple[str, str]]]:
-    """Per-layer clip features (windows of a clip averaged), indices of the clips read, and skips."""
+    """Per-layer clip features (windows of a clip averaged), indices of the clips read, and skips.
+
+    The layers of a batch go through the one pooling loop side by side (concatenated), so a layer's clip
+    feature is pooled exactly as the encoder's final feature is everywhere else.
+    """
     from tqdm.auto import tqdm
 
-    from ..audio.io import AudioError
     from ..extract import read_clip
+    from ..features import pool_files
 
-    policy = policy or encoder.contract.window_policy
     encoder.eval().to(device)
-    names: list[str] | None = None
-    feats: list[list[np.ndarray]] = []
-    kept, skipped = [], []
-    clips: list[torch.Tensor] = []
+    names: list[str] = []
+    dims: list[int] = []
 
-    def flush() -> None:
-        nonlocal names, feats
-        counts = [len(c) for c in clips]
-        same = all(c.shape[1:] == clips[0].shape[1:] for c in clips)
-        groups = [torch.cat(clips)] if same else clips
-        outs = [layer_features(encoder, g.to(device)) for g in groups]
-        if names is None:
-            names = [n for n, _ in outs[0]]
-            feats = [[] for _ in names]
-        per_layer = [torch.cat([o[li][1] for o in outs]).cpu() for li in range(len(names))]
-        for li, t in enumerate(per_layer):
-            for piece in torch.split(t, counts):
-                feats[li].append(piece.mean(0).numpy())
-        clips.clear()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        outs = layer_features(encoder, x.to(device))
+        if not names:
+            names.extend(n for n, _ in outs)
+            dims.extend(int(t.shape[1]) for _, t in outs)
+        return torch.cat([t for _, t in outs], dim=1).cpu()
 
-    for i, p in enumerate(tqdm(paths, desc="layer features", unit="clip", disable=not progress)):
-        try:
-            clips.append(read_clip(p, encoder, policy))
-            kept.append(i)
-        except AudioError as e:
-            skipped.append((str(p), e.reason))
-            continue
-        if len(clips) >= batch_size:
-            flush()
-    if clips:
-        flush()
-    if names is None:
+    with tqdm(total=len(paths), desc="layer features", unit="clip", disable=not progress) as bar:
+        rows, skips = pool_files(paths, lambda p: read_clip(p, encoder, policy), forward, batch_size, bar=bar)
+    kept = sorted(rows)
+    skipped = [(str(paths[i]), r) for i, r in skips]
+    if not kept:
         return [], kept, skipped
-    return [(n, np.stack(f)) for n, f in zip(names, feats)], kept, skipped
+    per_layer = np.split(np.stack([rows[i] for i in kept]), np.cumsum(dims)[:-1], axis=1)
+    return list(zip(names, per_layer)), kept, skipped
 
 
 # =============================================================================== outputs

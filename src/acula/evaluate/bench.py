@@ -3,10 +3,7 @@ described in `acula.cli.bench` (`acula bench --help`) and docs/bench.md."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -15,120 +12,30 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from .._io import sha256_file, sha256_text, write_json, write_text
-from ..audio import frontend
-from ..audio.io import AudioError, load_audio
+from .._io import sha256_text, write_json
+from ..audio.io import AudioError
+from ..audio.spec import InputSpec, pad_whole  # noqa: F401  (pad_whole: part of this module's API)
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
-from ..extract import Embeddings, embed_files, weights_sha256
+from ..extract import Embeddings, embed_files
+from ..features import as_spec, feature_key, weights_sha256
 from .probe import LinearProbe, auroc
-from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task  # noqa: F401  (csv_task: part of this module's API)
+from .results import (HIGHER_IS_BETTER, RESULT_COLUMNS, SEED_COLUMNS, compare, csv_text,  # noqa: F401  (API)
+                      error_row, fmt_mean_std, markdown, read_results, read_seed_values, seed_test, task_rows,
+                      write_results)
+from .tasks import InputPolicy, Task, TaskData, TaskError, csv_task  # noqa: F401  (InputPolicy, csv_task: API)
 
-RESULT_COLUMNS = ["task", "name", "dataset", "metric", "mean", "std", "n_seeds", "n_train", "n_val", "n_test",
-                  "std_folds", "status", "error"]
-SEED_COLUMNS = ["task", "metric", "seed", "value", "std_folds"]
-HIGHER_IS_BETTER = {"AUROC": True, "MAE": False}
 
 
 # --------------------------------------------------------------------------------------------------------
 # features
 
 
-def pad_whole(wave: np.ndarray, length: int, mode: str) -> np.ndarray:
-    """Pad a short recording to `length` samples the way OPERA's CE/CT extraction does (SPEC §1.3)."""
-    if wave.size >= length:
-        return wave
-    if mode == "repeat":  # `_duplicate_padding`: recording at the end, its tail repeated in front
-        return frontend.repeat_pad(wave, wave, length)
-    if mode == "zero":  # `_equally_slice_pad_sample` with one slice: tile a short clip, else zero-fill
-        out = np.zeros(length, dtype=np.float32)
-        reps = length // wave.size if wave.size / length < 0.5 else 1
-        out[: reps * wave.size] = np.tile(wave, reps)
-        return out
-    raise ValueError(f"unknown pad mode {mode!r} (repeat | zero)")
-
-
-def min_samples(encoder: AudioEncoder, seconds: float) -> int:
-    """`seconds` of audio, lengthened where needed so the log-mel has the encoder's minimum frame count."""
-    c = encoder.contract
-    n = int(seconds * c.sample_rate)
-    while frontend.frames_for(n) < c.min_frames:
-        n += max(1, c.sample_rate // 100)
-    return n
-
-
-@torch.inference_mode()
-def _embed_whole(encoder: AudioEncoder, paths: list[str], policy: InputPolicy, device: str,
-                 progress: bool) -> Embeddings:
-    """CE/CT path: each whole trimmed recording in one pass (batch 1, variable length), padded if short."""
-    c = encoder.contract
-    length = min_samples(encoder, policy.seconds)
-    encoder.eval().to(device)
-    rows, kept, skipped = [], [], []
-    for p in tqdm(paths, desc=f"embed [{encoder.name}, whole]", unit="clip", disable=not progress):
-        try:
-            wave = load_audio(p, sample_rate=c.sample_rate)
-            wave, _ = frontend.trim_silence(wave, 60.0, frame_length=c.sample_rate // 10,
-                                            hop_length=c.sample_rate // 20)  # OPERA: 100 ms frames, 50 ms hop
-            wave = torch.from_numpy(np.ascontiguousarray(pad_whole(wave, length, policy.pad)))
-            x = frontend.logmel(wave[None].to(device), sample_rate=c.sample_rate)
-            f = encoder.forward_feature(x).float().cpu()[0]
-        except AudioError as e:
-            skipped.append((p, e.reason))
-            continue
-        if not torch.isfinite(f).all():
-            skipped.append((p, "non-finite embedding"))
-            continue
-        rows.append(f.numpy())
-        kept.append(p)
-    emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, encoder.feature_dim), np.float32)
-    return Embeddings(emb, kept, [p for p, _ in skipped], [r for _, r in skipped])
-
-
-@contextlib.contextmanager
-def window_seconds_of(encoder: AudioEncoder, seconds: float):
-    """Run `embed_files` with this task's GT window length (8.18 s, 5 s for MMLung, 8 s for NoseMic)."""
-    saved = encoder.contract
-    encoder.contract = dataclasses.replace(saved, window_seconds=float(seconds))
-    try:
-        yield
-    finally:
-        encoder.contract = saved
-
-
-def embed_task(encoder: AudioEncoder, paths: list[str], policy: InputPolicy | None, batch_size: int = 32,
+def embed_task(encoder: AudioEncoder, paths: list[str], spec: InputSpec | None, batch_size: int = 32,
                device: str = "cpu", progress: bool = False) -> Embeddings:
-    if policy is None:
-        return embed_files(encoder, paths, batch_size=batch_size, progress=progress, device=device)
-    if policy.kind == "windows":
-        with window_seconds_of(encoder, policy.seconds):
-            return embed_files(encoder, paths, policy="opera", batch_size=batch_size, progress=progress, device=device)
-    if policy.kind == "whole":
-        return _embed_whole(encoder, paths, policy, device, progress)
-    raise ValueError(f"unknown input policy kind {policy.kind!r}")
-
-
-def feature_key(encoder: AudioEncoder, policy: InputPolicy | None, checkpoint: str | None) -> dict:
-    """Everything the features depend on except the file list: preprocessing, encoder, weights."""
-    c = encoder.contract
-    if policy is None:
-        name, seconds, pad = c.window_policy, c.window_seconds, None
-    else:
-        name, seconds, pad = ("opera" if policy.kind == "windows" else "whole"), policy.seconds, policy.pad
-    key = {
-        "encoder": dict(encoder.config),
-        "feature_dim": encoder.feature_dim,
-        "contract": c.to_dict(),
-        "input_policy": {"policy": name, "seconds": float(seconds), "pad": pad},
-        "frontend_fingerprint": frontend.fingerprint(sample_rate=c.sample_rate, frontend=c.frontend, policy=name,
-                                                     window_samples=int(seconds * c.sample_rate), pad=pad),
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
-    }
-    return json.loads(json.dumps(key, default=str))  # tuples -> lists, so a reloaded key compares equal
+    """A task's recordings through the encoder with the task's input (None: the encoder's default)."""
+    return embed_files(encoder, paths, policy=spec, batch_size=batch_size, progress=progress, device=device)
 
 
 def _relative(paths: list[str], root: str) -> list[str]:
@@ -145,8 +52,8 @@ def task_features(encoder: AudioEncoder, task: Task, data: TaskData, out: Path, 
     shared by several tasks (T5/T6, T13-T15, ...) are embedded once.
     """
     memo = {} if memo is None else memo
-    policy = task.input_policy(encoder.name)
-    key = feature_key(encoder, policy, checkpoint)
+    spec = as_spec(encoder, task.input_policy(encoder.name))
+    key = feature_key(encoder, spec, checkpoint)
     if ("weights",) not in memo:  # hashed once per run; also tells two random initialisations apart
         memo[("weights",)] = weights_sha256(encoder)
     key["weights_sha256"] = memo[("weights",)]
@@ -175,7 +82,7 @@ def task_features(encoder: AudioEncoder, task: Task, data: TaskData, out: Path, 
         todo = [p for p in data.paths if (fp, p) not in memo]
         t0 = time.time()
         if todo:
-            new = embed_task(encoder, todo, policy, batch_size=batch_size, device=device, progress=progress)
+            new = embed_task(encoder, todo, spec, batch_size=batch_size, device=device, progress=progress)
             memo.update({(fp, p): v for p, v in zip(new.paths, new.embeddings)})
             memo.update({(fp, p): r for p, r in zip(new.skipped_paths, new.skipped_reasons)})
         got = [(p, r, memo[(fp, p)]) for p, r in zip(data.paths, rel)]
@@ -288,10 +195,6 @@ def pooled_auroc(proba: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray, h
 # running
 
 
-def fmt_mean_std(x, digits: int = 4) -> str:
-    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
-
-
 def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, out: Path, seeds: tuple[int, ...],
              head: str, epochs: int | None, checkpoint: str | None, batch_size: int, device: str, progress: bool,
              log: Callable[[str], None], memo: dict | None = None,
@@ -322,14 +225,7 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
     notes += r["notes"]
     for n in skip_notes + r["notes"]:
         log(f"  note: {n}")
-    row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": r["metric"],
-           "mean": fmt_mean_std(r["mean"]), "std": fmt_mean_std(r["std"]), "n_seeds": len(seeds),
-           "n_train": r["n_train"], "n_val": r["n_val"], "n_test": r["n_test"],
-           "std_folds": fmt_mean_std(float(np.mean(r["fold_std"]))) if r["fold_std"] else "",
-           "status": "ok", "error": ""}
-    seed_rows = [{"task": task.id, "metric": r["metric"], "seed": s, "value": fmt_mean_std(v),
-                  "std_folds": fmt_mean_std(r["fold_std"][i]) if r["fold_std"] else ""}
-                 for i, (s, v) in enumerate(zip(seeds, r["values"]))]
+    row, seed_rows = task_rows(task, seeds, r["values"], r["fold_std"], r["n_train"], r["n_val"], r["n_test"])
     log(f"  {r['metric']} = {r['mean']:.4f} ± {r['std']:.4f} over {len(seeds)} seed(s)")
     if r["pooled"]:  # a second row: the score per patient, as the PhysioNet 2022 challenge ranks
         pid = f"{task.id}@patient"
@@ -343,32 +239,6 @@ def run_task(task: Task, encoder: AudioEncoder, data_root: str | Path | None, ou
     if r["roc"] is not None and memo is not None:
         memo.setdefault("roc", {})[task.id] = r["roc"]
     return row, seed_rows, notes
-
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def markdown(rows: list[dict], notes: dict[str, list[str]], title: str) -> str:
-    lines = [f"# {title}", "", "| task | name | metric | mean ± std | seeds | train / val / test | status |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        arrow = {"AUROC": " ↑", "MAE": " ↓"}.get(r["metric"], "")
-        score = f"{r['mean']} ± {r['std']}" if r["status"] == "ok" else ""
-        sizes = f"{r['n_train']} / {r['n_val']} / {r['n_test']}" if r["status"] == "ok" else ""
-        status = r["status"] if r["status"] == "ok" else f"**error**: {r['error']}"
-        status = status.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r['task']} | {r['name']} | {r['metric']}{arrow} | {score} | {r['n_seeds']} | {sizes} | "
-                     f"{status} |")
-    if any(notes.values()):
-        lines += ["", "## Notes", ""]
-        for task, ns in notes.items():
-            lines += [f"- {task}: {n}" for n in ns]
-    return "\n".join(lines) + "\n"
 
 
 def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_root: str | Path | None = None,
@@ -390,17 +260,12 @@ def run_bench(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data_ro
         except Exception as e:  # one failed task must not stop the others
             msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
             log(f"{task.id} {task.name}: ERROR {msg}")
-            row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric, "mean": "",
-                   "std": "", "n_seeds": 0, "n_train": "", "n_val": "", "n_test": "", "std_folds": "",
-                   "status": "error", "error": msg}
-            srows, tnotes = [], []
+            row, srows, tnotes = error_row(task, msg), [], []
         pooled = row.pop("pooled", None)
         rows += [row] + ([pooled] if pooled else [])
         seed_rows += srows
         notes[task.id] = tnotes
-        write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
-        write_text(out / "results_seeds.csv", csv_text(seed_rows, SEED_COLUMNS))
-        write_text(out / "results.md", markdown(rows, notes, title))
+        write_results(out, rows, seed_rows, notes, title)
         write_json(out / "run.json", {**config, "notes": notes,
                                       "protocols": {t.id: t.protocol for t in tasks}})
     if memo.get("roc"):
@@ -423,104 +288,3 @@ def write_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, model
         roc_figure({t: {model: c} for t, c in curves.items()}, out / "roc.png", title=f"{model}: test ROC (seed 0)")
     except ValueError as e:  # e.g. a test split holding one class: the table still stands
         print(f"acula bench: no ROC figure ({e})", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------------------
-# compare
-
-
-def read_results(path: str | Path) -> dict[str, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: results file not found")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("task", "metric", "mean", "std", "status") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: not an acula bench results.csv (missing {', '.join(missing)})")
-        return {r["task"]: r for r in reader}
-
-
-def read_seed_values(results_path: str | Path) -> dict[str, dict[str, float]]:
-    """{task: {seed: value}} from the results_seeds.csv beside a results.csv (empty if absent)."""
-    path = Path(results_path).with_name("results_seeds.csv")
-    if not path.is_file():
-        return {}
-    out: dict[str, dict[str, float]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            if r.get("value"):
-                out.setdefault(r["task"], {})[r["seed"]] = float(r["value"])
-    return out
-
-
-def seed_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, str]:
-    """(p, test) of B vs A over seeds. Seed s of two runs shares its split and head initialisation, so
-    runs with the same seeds are compared pairwise (paired t-test); otherwise Welch's t-test."""
-    from scipy import stats
-
-    common = sorted(set(a) & set(b))
-    if len(common) > 1:
-        diff = np.array([b[s] - a[s] for s in common])
-        if np.all(diff == diff[0]):  # no spread: the t statistic is undefined
-            return (1.0 if diff[0] == 0 else 0.0), "paired"
-        return float(stats.ttest_rel([b[s] for s in common], [a[s] for s in common]).pvalue), "paired"
-    if len(a) > 1 and len(b) > 1:
-        return float(stats.ttest_ind(list(b.values()), list(a.values()), equal_var=False).pvalue), "Welch"
-    return float("nan"), ""
-
-
-def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, dict]:
-    """Side-by-side table of two runs plus paired tests -> (text, statistics)."""
-    from scipy import stats
-
-    a, b = read_results(a_path), read_results(b_path)
-    sa, sb = read_seed_values(a_path), read_seed_values(b_path)
-    lines = [f"A = {a_path}", f"B = {b_path}", "",
-             f"{'task':<26} {'metric':<6} {'A':>17} {'B':>17} {'B-A':>9} {'better':>6} {'p':>8}"]
-    diffs, details = [], {}
-    for task in list(a) + [t for t in b if t not in a]:
-        ra, rb = a.get(task), b.get(task)
-        label = (ra or rb).get("name") or task
-        name = (task if label == task else f"{task} {label}")[:26]
-        if ra is None or rb is None:
-            lines.append(f"{name:<26} only in {'A' if rb is None else 'B'}")
-            continue
-        if ra["status"] != "ok" or rb["status"] != "ok" or not ra["mean"] or not rb["mean"]:
-            lines.append(f"{name:<26} skipped: {'A' if ra['status'] != 'ok' else 'B'} failed")
-            continue
-        if ra["metric"] != rb["metric"]:
-            lines.append(f"{name:<26} skipped: metric {ra['metric']} vs {rb['metric']}")
-            continue
-        metric = ra["metric"]
-        ma, mb = float(ra["mean"]), float(rb["mean"])
-        higher = HIGHER_IS_BETTER.get(metric, True)
-        # positive = B better. AUROC differences are on a common [0, 1] scale; MAE is in the task's units,
-        # so its improvement enters the across-task test relative to A.
-        if higher:
-            d = mb - ma
-        else:
-            d = (ma - mb) / abs(ma) if ma else 0.0
-        diffs.append(d)
-        p, test = seed_test(sa.get(task, {}), sb.get(task, {}))
-        better = "B" if d > 0 else "A" if d < 0 else "="
-        details[task] = {"metric": metric, "a": ma, "b": mb, "diff": d, "p": p, "test": test}
-        score_a = f"{ma:.4f}±{float(ra['std'] or 0):.4f}"
-        score_b = f"{mb:.4f}±{float(rb['std'] or 0):.4f}"
-        lines.append(f"{name:<26} {metric:<6} {score_a:>17} {score_b:>17} {mb - ma:>+9.4f} {better:>6} "
-                     f"{fmt_mean_std(p, 4) or 'n/a':>8}")
-    summary = {"tasks": len(diffs), "b_better": int(sum(d > 0 for d in diffs)), "wilcoxon_p": None,
-               "wilcoxon_statistic": None, "per_task": details}
-    lines.append("")
-    nonzero = [d for d in diffs if d != 0]
-    if len(nonzero) >= 2:
-        w = stats.wilcoxon(diffs)
-        summary.update(wilcoxon_statistic=float(w.statistic), wilcoxon_p=float(w.pvalue))
-        lines.append(f"Wilcoxon signed-rank over {len(diffs)} tasks (B vs A; AUROC: B-A, MAE: (A-B)/A): "
-                     f"statistic {w.statistic:.1f}, p = {w.pvalue:.4g}; B better on {summary['b_better']}/{len(diffs)}")
-    else:
-        lines.append(f"Wilcoxon signed-rank: n/a (needs >= 2 tasks with a difference, have {len(nonzero)})")
-    lines.append("p: per-task t-test over seeds (from results_seeds.csv beside each results.csv), paired by "
-                 "seed when both runs used the same seeds, else Welch's.")
-    return "\n".join(lines), summary
-

@@ -162,7 +162,7 @@ def bar_figure(rows: Sequence[Mapping], path: str | os.PathLike, labels: Sequenc
 def bars_from_results(results: Sequence[str | os.PathLike], path: str | os.PathLike,
                       labels: Sequence[str] | None = None, title: str | None = None) -> Path:
     """`bar_figure` from `acula bench` / `acula finetune` results.csv files (tasks that ran in all of them)."""
-    from .bench import read_results
+    from .results import read_results
 
     if len(results) < 1:
         raise ValueError("give at least one results.csv")

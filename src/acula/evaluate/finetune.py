@@ -15,15 +15,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._io import write_json, write_text
-from ..audio import frontend
-from ..audio.io import AudioError, load_audio
+from ..audio.io import AudioError
 from ..data.splits import train_val_split
 from ..encoders.base import AudioEncoder
 from ..extract import read_clip
-from .bench import (RESULT_COLUMNS, SEED_COLUMNS, csv_text, fmt_mean_std, markdown, min_samples, pad_whole,
-                    window_seconds_of)
+from ..features import feature_forward, pool_clips
 from .probe import make_head
-from .tasks import InputPolicy, Task, TaskData, TaskError
+from .results import csv_text, error_row, task_rows, write_results
+from .tasks import Task, TaskData, TaskError
 from .zeroshot import auroc_over_present_classes
 
 LOG_COLUMNS = ["task", "seed", "fold", "epoch", "train_loss", "val_metric", "best", "lr_head", "lr_encoder"]
@@ -56,35 +55,15 @@ class FinetuneConfig:
 # inputs, computed once per task
 
 
-def clip_input(path: str, encoder: AudioEncoder, policy: InputPolicy | None) -> torch.Tensor:
-    """(K, ...) encoder inputs of one recording, exactly as `acula bench` embeds it for this task."""
-    if policy is None:
-        return read_clip(path, encoder, encoder.contract.window_policy)
-    if policy.kind == "windows":
-        with window_seconds_of(encoder, policy.seconds):
-            return read_clip(path, encoder, "opera")
-    if policy.kind == "whole":
-        c = encoder.contract
-        wave = load_audio(path, sample_rate=c.sample_rate)
-        wave, _ = frontend.trim_silence(wave, 60.0, frame_length=c.sample_rate // 10, hop_length=c.sample_rate // 20)
-        wave = pad_whole(wave, min_samples(encoder, policy.seconds), policy.pad)
-        x = frontend.logmel(torch.from_numpy(np.ascontiguousarray(wave))[None], sample_rate=c.sample_rate)
-        try:
-            encoder.check_input(x)
-        except ValueError as e:
-            raise AudioError(path, str(e)) from e
-        return x
-    raise ValueError(f"unknown input policy kind {policy.kind!r}")
-
-
 def task_inputs(encoder: AudioEncoder, task: Task, data: TaskData, progress: bool = False
                 ) -> tuple[list[torch.Tensor], np.ndarray, list[str]]:
-    """Inputs of every readable recording, their row indices in `data`, and a note on the unreadable."""
+    """Inputs of every readable recording (exactly as `acula bench` embeds them for this task), their row indices
+    in `data`, and a note on the unreadable."""
     policy = task.input_policy(encoder.name)
     inputs, kept, skipped = [], [], []
     for i, p in enumerate(tqdm(data.paths, desc=f"{task.id} inputs", unit="clip", disable=not progress)):
         try:
-            inputs.append(clip_input(p, encoder, policy))
+            inputs.append(read_clip(p, encoder, policy))
             kept.append(i)
         except AudioError as e:
             skipped.append((p, e.reason))
@@ -94,23 +73,11 @@ def task_inputs(encoder: AudioEncoder, task: Task, data: TaskData, progress: boo
 
 
 def clip_features(encoder: AudioEncoder, clips: list[torch.Tensor], device: str | torch.device) -> torch.Tensor:
-    """(B, D): each clip's windows through the encoder, averaged (OPERA-GT's clip feature).
+    """(B, D): each clip's windows through the encoder, averaged (OPERA-GT's clip feature), with gradients.
 
-    Windows of the same shape share one forward pass; whole recordings of different lengths go in groups.
+    All windows of one shape go in one forward pass, so batch-norm statistics see the whole step's batch.
     """
-    owner = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(clips)]).to(device)
-    windows = [w for c in clips for w in c]
-    shapes: dict[tuple, list[int]] = {}
-    for j, w in enumerate(windows):
-        shapes.setdefault(tuple(w.shape), []).append(j)
-    parts, order = [], []
-    for idx in shapes.values():
-        parts.append(encoder.forward_feature(torch.stack([windows[j] for j in idx]).to(device)).float())
-        order += idx
-    feats = torch.cat(parts)[torch.argsort(torch.tensor(order, device=device))]
-    sums = torch.zeros(len(clips), feats.shape[1], device=device, dtype=feats.dtype).index_add(0, owner, feats)
-    counts = torch.bincount(owner, minlength=len(clips)).to(feats.dtype)
-    return sums / counts[:, None]
+    return pool_clips(feature_forward(encoder, device, to_cpu=False), clips, batch_size=None)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -274,13 +241,7 @@ def finetune_task(task: Task, encoder: AudioEncoder, data_root: str | Path | Non
             log(f"  seed {s}: {task.metric} {values[-1]:.4f} (mean over {len(per_fold)} held-out folds)")
     n_train, n_val = (int(round(np.mean([z[i] for z in sizes]))) for i in (0, 1))
     n_test = sizes[0][2] if data.split is not None else int(sum(len(f) for f in data.folds))
-    row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric,
-           "mean": fmt_mean_std(float(np.mean(values))), "std": fmt_mean_std(float(np.std(values))),
-           "n_seeds": len(seeds), "n_train": n_train, "n_val": n_val, "n_test": n_test,
-           "std_folds": fmt_mean_std(float(np.mean(fold_std))) if fold_std else "", "status": "ok", "error": ""}
-    seed_rows = [{"task": task.id, "metric": task.metric, "seed": s, "value": fmt_mean_std(v),
-                  "std_folds": fmt_mean_std(fold_std[i]) if fold_std else ""}
-                 for i, (s, v) in enumerate(zip(seeds, values))]
+    row, seed_rows = task_rows(task, seeds, values, fold_std, n_train, n_val, n_test)
     log(f"  {task.metric} = {np.mean(values):.4f} ± {np.std(values):.4f} over {len(seeds)} seed(s)")
     return row, seed_rows, notes, log_rows
 
@@ -317,17 +278,12 @@ def run_finetune(encoder: AudioEncoder, tasks: list[Task], out: str | Path, data
         except (TaskError, AudioError, ValueError, FileNotFoundError) as e:  # one failed task must not stop the others
             msg = str(e) if isinstance(e, (TaskError, AudioError)) else f"{type(e).__name__}: {e}"
             log(f"{task.id} {task.name}: ERROR {msg}")
-            row = {"task": task.id, "name": task.name, "dataset": task.dataset, "metric": task.metric, "mean": "",
-                   "std": "", "n_seeds": 0, "n_train": "", "n_val": "", "n_test": "", "std_folds": "",
-                   "status": "error", "error": msg}
-            srows, tnotes, lrows = [], [], []
+            row, srows, tnotes, lrows = error_row(task, msg), [], [], []
         rows.append(row)
         seed_rows += srows
         log_rows += lrows
         notes[task.id] = tnotes
-        write_text(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
-        write_text(out / "results_seeds.csv", csv_text(seed_rows, SEED_COLUMNS))
-        write_text(out / "results.md", markdown(rows, notes, title))
+        write_results(out, rows, seed_rows, notes, title)
         write_text(out / "finetune_log.csv", csv_text(log_rows, LOG_COLUMNS))
         write_json(out / "run.json", {**config, "notes": notes, "protocols": {t.id: t.protocol for t in tasks}})
     tracking.finish()

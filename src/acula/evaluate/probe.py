@@ -1,4 +1,4 @@
-"""Linear probes on frozen embeddings, following the OPERA protocol (SPEC §5.1, §5.3).
+"""Linear probes on frozen embeddings, following the OPERA protocol (docs/protocol.md#probe-protocol).
 
 Linear (or 1-hidden-layer MLP) head, N(0, 0.01) init, Adam lr 1e-4 decayed x0.97 per epoch,
 L2 penalty on head weights *and* biases, gradient clipping at 1.0, best-validation checkpoint,

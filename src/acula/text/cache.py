@@ -1,7 +1,7 @@
 """On-disk cache of teacher embeddings, keyed by (teacher.key, sha256(text)).
 
-The frozen LM depends only on the text, so each unique report is encoded once, ever (SPEC §3.6
-item 5: the published code re-ran a 4 B LM on every batch of every epoch). Layout:
+The frozen LM depends only on the text, so each unique report is encoded once, ever (the published
+code re-ran a 4 B LM on every batch of every epoch: docs/protocol.md#published-bugs, item 5). Layout:
 
     root/<sha256(key)[:24]>/key.json              what the key means
     root/<sha256(key)[:24]>/<unique>.safetensors  shards: `embeddings` (n, H) float32; metadata

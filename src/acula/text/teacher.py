@@ -1,7 +1,7 @@
 """Frozen language-model teachers: one pooled embedding per clinical report.
 
-AcuLa aligns the audio encoder to a frozen LM's embedding of each report (SPEC §3.1). The
-published code mean-pooled over right-padding and hard-coded the LM width (§3.6 items 2, 3);
+AcuLa aligns the audio encoder to a frozen LM's embedding of each report (docs/protocol.md#alignment-model). The
+published code mean-pooled over right-padding and hard-coded the LM width (docs/protocol.md#published-bugs, items 2, 3);
 here pooling respects the attention mask and every size comes from the model's config. The LM
 is loaded lazily, so a run whose embeddings are all cached (`acula.text.cache`) never loads it.
 """

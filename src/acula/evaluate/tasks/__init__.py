@@ -1,4 +1,4 @@
-"""Downstream task registry: the OPERA benchmark (SPEC §5.2), two cardiac tasks, and CSV-defined tasks.
+"""Downstream task registry: the OPERA benchmark (docs/protocol.md#tasks), two cardiac tasks, and CSV-defined tasks.
 
     from acula.evaluate.tasks import get_task, resolve_tasks
     data = get_task("T7").load("/data")        # TaskData: paths, labels, subjects, split / folds
@@ -92,61 +92,60 @@ PROMPTS = {
 
 
 def _register_builtin() -> None:
-    sec = opera.input_sec
     cls = dict(kind="classification")
     reg = dict(kind="regression", batch_size=64)
     uk = "official participant-level lists, downsampled: train 1000 / val 500 / test 1000 files"
     for tid, mod in (("T1", "exhalation"), ("T2", "cough")):
         register_task(Task(tid, f"coviduk-{mod}", "UK COVID-19", mod, target="COVID-19 test Negative 0 / Positive 1",
-                           protocol=uk, loader=opera.coviduk(mod), input_sec=sec(8.18, 2, 2),
+                           protocol=uk, loader=opera.coviduk(mod),
                            label_map=opera.COVIDUK_LABELS, **cls))
     cv = "shipped uuid lists: train / val, test = the gender-balanced test uuids"
     register_task(Task("T5", "coughvid-covid", "CoughVID", "cough", target="status healthy 0 / COVID-19 1",
-                       protocol=cv, loader=opera.coughvid("covid"), input_sec=sec(8.18, 2, 2),
+                       protocol=cv, loader=opera.coughvid("covid"),
                        label_map=opera.COUGHVID_LABELS["covid"][1], **cls))
     register_task(Task("T6", "coughvid-sex", "CoughVID", "cough", target="gender male 0 / female 1",
-                       protocol=cv, loader=opera.coughvid("sex"), input_sec=sec(8.18, 2, 2),
+                       protocol=cv, loader=opera.coughvid("sex"),
                        label_map=opera.COUGHVID_LABELS["sex"][1], **cls))
     register_task(Task("T7", "icbhi-copd", "ICBHI 2017", "lung", target="patient diagnosis Healthy 0 / COPD 1",
                        protocol="official train/test; val = 20 % of training patients (stratified, seed 1337)",
-                       loader=opera.icbhi, input_sec=sec(8.18, 8, 8), label_map=opera.ICBHI_LABELS,
+                       loader=opera.icbhi, label_map=opera.ICBHI_LABELS,
                        batch_size=32, **cls))
     for tid, label, target in (("T8", "smoker", "smoker no 0 / yes 1"), ("T9", "sex", "sex male 0 / female 1")):
         register_task(Task(tid, f"coswara-{label}", "Coswara", "cough-shallow", target=target,
                            protocol="HeAR-aligned google split; val = 20 % of train (stratified, seed 1337)",
-                           loader=opera.coswara(label), input_sec=sec(8.18, 2, 8),
+                           loader=opera.coswara(label),
                            label_map=opera.COSWARA_LABELS[label][1], batch_size=32, **cls))
     register_task(Task("T10", "kauh", "KAUH", "lung", target="healthy 0 / asthma or COPD 1",
                        protocol="subject-wise 70/10/20 (stratified, seed 42)", loader=opera.kauh,
-                       input_sec=sec(8.18, 8, 8), label_map={"N": 0, "asthma": 1, "COPD": 1},
+                       label_map={"N": 0, "asthma": 1, "COPD": 1},
                        epochs=50, batch_size=32, ckpt_every=5, **cls))
     register_task(Task("T11", "copd-severity", "RespiratoryDatabase@TR", "lung (12 channels)",
                        target="COPD severity COPD0..COPD4 (5 classes)",
                        protocol="patient-wise: 20 % test, then 20 % of the rest val (stratified, seed 1337)",
-                       loader=opera.copd_tr, input_sec=sec(8.18, 8, 8), label_map=opera.TR_LABELS,
+                       loader=opera.copd_tr, label_map=opera.TR_LABELS,
                        batch_size=32, **cls))
     tid = 13
     for mod in ("breath", "vowels"):
         for col, short in (("FVC", "fvc"), ("FEV1", "fev1"), ("FEV1/FVC", "fev1-fvc")):
             register_task(Task(f"T{tid}", f"mmlung-{mod}-{short}", "MMLung", mod, target=f"{col} (spirometry)",
                                protocol="leave-one-participant-out; val = 11 % of the other participants (seed 42)",
-                               loader=opera.mmlung(mod, col), input_sec=sec(5, 1, 20), pad={"opera-ct": "zero"},
+                               loader=opera.mmlung(mod, col),
                                ckpt_every=3, patience=5, fold_val_fraction=0.11, **reg))
             tid += 1
     register_task(Task("T19", "nosemic-rr", "NoseMic", "nasal breathing", target="respiratory rate (breaths/min)",
                        protocol="leave-one-subject-out; val = 20 % of the other subjects (seed 42)",
-                       loader=opera.nosemic, input_sec=sec(8, 1, 30), **reg))
+                       loader=opera.nosemic, **reg))
     grouped = "subject-wise 60/20/20 (stratified, seed 42)"
     register_task(Task("circor-murmur", "circor-murmur", "CirCor DigiScope", "heart",
                        target="murmur at this location Absent 0 / Present 1 (Unknown left out); "
                               "@patient: max over the patient's locations vs the patient's murmur",
                        protocol=grouped + "; a child with two Patient IDs is one subject", loader=cardiac.circor,
-                       input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_LABELS, batch_size=32,
+                       label_map=cardiac.CIRCOR_LABELS, batch_size=32,
                        prompts=PROMPTS["circor-murmur"], **cls))
     register_task(Task("circor-outcome", "circor-outcome", "CirCor DigiScope", "heart",
                        target="patient outcome Normal 0 / Abnormal 1; @patient: mean over its recordings",
                        protocol=grouped + "; a child with two Patient IDs is one subject",
-                       loader=cardiac.circor_outcome, input_sec=sec(8.18, 8, 8), label_map=cardiac.CIRCOR_OUTCOME,
+                       loader=cardiac.circor_outcome, label_map=cardiac.CIRCOR_OUTCOME,
                        batch_size=32, prompts=PROMPTS["circor-outcome"], **cls))
     spr = "patient-wise 60/20/20 (stratified, seed 42; the release's train / intra-test share patients)"
     for tid, loader, target, labels in (
@@ -157,20 +156,20 @@ def _register_builtin() -> None:
             ("sprsound-disease", sprsound.disease, "patient diagnosis control 0 / pneumonia 1; @patient: mean",
              sprsound.DISEASE)):
         register_task(Task(tid, tid, "SPRSound", "lung", target=target + "; Poor Quality left out", protocol=spr,
-                           loader=loader, input_sec=sec(8.18, 8, 8), label_map=labels, batch_size=32,
+                           loader=loader, label_map=labels, batch_size=32,
                            prompts=PROMPTS[tid], **cls))
     by_file = "file-wise 60/20/20 (stratified, seed 42): no patient ids are published"
     register_task(Task("yaseen-abnormal", "yaseen-abnormal", "Yaseen heart valves", "heart",
                        target="normal N 0 / MR, MS or MVP 1", protocol=by_file, loader=cardiac.yaseen_abnormal,
-                       input_sec=sec(4.064, 4, 4), label_map={"N": 0, "MR": 1, "MS": 1, "MVP": 1}, batch_size=32,
+                       label_map={"N": 0, "MR": 1, "MS": 1, "MVP": 1}, batch_size=32,
                        prompts=PROMPTS["yaseen-abnormal"], **cls))
     register_task(Task("yaseen-4class", "yaseen-4class", "Yaseen heart valves", "heart",
                        target="MR / MS / MVP / N (macro AUROC)", protocol=by_file, loader=cardiac.yaseen_4class,
-                       input_sec=sec(4.064, 4, 4), label_map=cardiac.YASEEN_4CLASS, batch_size=32,
+                       label_map=cardiac.YASEEN_4CLASS, batch_size=32,
                        prompts=PROMPTS["yaseen-4class"], **cls))
     register_task(Task("zchsound", "zchsound", "ZCHSound", "heart", target="NORMAL 0 / ASD, PDA, PFO or VSD 1",
                        protocol="recording-level 60/20/20 (stratified, seed 42)", loader=cardiac.zchsound,
-                       input_sec=sec(8.18, 8, 8), label_map={"NORMAL": 0, "ASD": 1, "PDA": 1, "PFO": 1, "VSD": 1},
+                       label_map={"NORMAL": 0, "ASD": 1, "PDA": 1, "PFO": 1, "VSD": 1},
                        batch_size=32, **cls))
 
 

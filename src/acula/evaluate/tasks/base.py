@@ -1,11 +1,12 @@
 """What a downstream task is, what its loader returns, and the small readers the loaders share.
 
-A `Task` is a row of SPEC §5.2 made executable: label map, probe hyper-parameters, split protocol,
-per-encoder input policy (SPEC §1.4) and a `load(data_root)` that reads the dataset's real download
-layout (SPEC §6). A loader returns `TaskData`: one row per recording with its label and subject, plus
-either a train/val/test assignment or the held-out folds of a leave-one-subject-out protocol.
-Everything that can go wrong with a data root raises `TaskError` with the path and what was expected,
-so one bad dataset never stops a benchmark run.
+A `Task` is a row of OPERA's task table (docs/protocol.md#tasks) made executable: label map, probe
+hyper-parameters, split protocol and a `load(data_root)` that reads the dataset's real download layout
+(docs/protocol.md#dataset-layouts); how each encoder hears the task's recordings
+(docs/protocol.md#per-task-input-lengths) is encoder knowledge, kept in the encoder registry. A loader returns
+`TaskData`: one row per recording with its label and subject, plus either a train/val/test assignment or the
+held-out folds of a leave-one-subject-out protocol. Everything that can go wrong with a data root raises
+`TaskError` with the path and what was expected, so one bad dataset never stops a benchmark run.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from xml.etree import ElementTree
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ...audio.spec import InputSpec
 from ...data.splits import subject_split, train_val_split
 from ...datasets.base import DatasetError, find_audio
+from ...encoders.registry import bench_spec
 
 PARTS = ("train", "val", "test")
 
@@ -33,21 +36,15 @@ class TaskError(DatasetError):
     """A task cannot run on this data: the message names the file or split and what was expected."""
 
 
-@dataclass(frozen=True)
-class InputPolicy:
-    """How recordings become encoder inputs for one task (SPEC §1.4).
-
-    kind "windows": OPERA-GT's path, silence-trimmed `seconds`-long windows with 50 % overlap, features
-    averaged. kind "whole": OPERA-CE/CT's path, the whole trimmed recording in one pass, padded up to
-    `seconds` ("repeat": tail-repeat at the front as OPERA's default; "zero": tile/zero as `pad0=True`).
-    """
-
-    kind: str
-    seconds: float
-    pad: str = "repeat"
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "seconds": float(self.seconds), "pad": self.pad}
+def InputPolicy(kind: str, seconds: float, pad: str = "repeat") -> InputSpec:
+    """OPERA's words for a task's input as the one `InputSpec`: "windows" is OPERA-GT's path (silence-trimmed
+    `seconds`-long windows at 50 % overlap, features averaged), "whole" OPERA-CE/CT's (the whole trimmed
+    recording in one pass, padded up to `seconds` by "repeat" or "zero"); docs/protocol.md#input-policies."""
+    if kind == "windows":
+        return InputSpec("opera", seconds)
+    if kind == "whole":
+        return InputSpec("whole", seconds, padding=pad, trimming="silence")
+    raise ValueError(f"unknown input policy kind {kind!r} (windows | whole)")
 
 
 @dataclass
@@ -145,7 +142,7 @@ class TaskData:
 
 @dataclass(frozen=True)
 class Task:
-    """One downstream task: protocol constants of SPEC §5 plus the loader of its dataset."""
+    """One downstream task: protocol constants (docs/protocol.md#probe-protocol) plus the loader of its dataset."""
 
     id: str
     name: str
@@ -155,8 +152,7 @@ class Task:
     target: str  # what is predicted, in words
     protocol: str  # how train/val/test are formed, in words (results.md prints it)
     loader: Callable[[Path], TaskData]
-    input_sec: dict[str, float]  # encoder name -> input seconds (SPEC §1.4)
-    pad: dict[str, str] = field(default_factory=dict)  # encoder name -> "zero" where OPERA used pad0
+    inputs: str | None = None  # row of the encoders' benchmark input tables (registry.BENCH_INPUTS); None: the id
     label_map: dict[str, int] | None = None  # source value -> class index (documentation and output)
     epochs: int = 64
     batch_size: int = 64
@@ -180,12 +176,9 @@ class Task:
         data.validate(self.id, self.kind)
         return data
 
-    def input_policy(self, encoder_name: str) -> InputPolicy | None:
-        """OPERA's per-model input for this task; None = the encoder's own default policy."""
-        if encoder_name not in self.input_sec:
-            return None
-        kind = "windows" if encoder_name == "opera-gt" else "whole"
-        return InputPolicy(kind, self.input_sec[encoder_name], self.pad.get(encoder_name, "repeat"))
+    def input_policy(self, encoder_name: str) -> InputSpec | None:
+        """The encoder's input for this task, as the registry keeps it; None = the encoder's default spec."""
+        return bench_spec(encoder_name, self.inputs or self.id)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Cardiac tasks the AcuLa paper reports but its code does not define (SPEC §5.5): our protocol.
+"""Cardiac tasks the AcuLa paper reports but its code does not define (docs/protocol.md#cardiac-tasks): our protocol.
 
 * circor-murmur: CirCor DigiScope 2022, murmur audible at this location 1 vs not 0 (patients with murmur
   `Unknown` left out); every auscultation-location recording is a sample; stratified subject-wise 60/20/20

@@ -17,7 +17,6 @@ import numpy as np
 from .base import PARTS, Task, TaskData, TaskError, existing, read_csv_rows, subject_wise_split
 
 AUTO_MAX_CLASSES = 10
-CUSTOM_INPUT_SEC = {"opera-gt": 8.18, "opera-ce": 2.0, "opera-ct": 2.0}
 
 
 def _number(text: str) -> float | None:
@@ -112,5 +111,5 @@ def csv_task(path: str | Path, kind: str = "classification", task_id: str | None
     return Task(
         id=task_id or path.stem, name=path.stem, dataset=str(path), modality="custom", kind=kind,
         target="label column", protocol="split column, or stratified subject-wise 60/20/20 (seed %d)" % seed,
-        loader=lambda _root: read_task_csv(path, kind, seed), input_sec=dict(CUSTOM_INPUT_SEC),
+        loader=lambda _root: read_task_csv(path, kind, seed), inputs="csv",
     )

@@ -1,4 +1,6 @@
-"""The OPERA benchmark tasks T1, T2, T5-T11, T13-T19 (SPEC §5.2) on their real download layouts (SPEC §6).
+"""The OPERA benchmark tasks T1, T2, T5-T11, T13-T19 on their real download layouts.
+
+docs/protocol.md#tasks lists them; docs/protocol.md#dataset-layouts the layouts.
 
 Each loader reproduces the published label rule and split; every place where it deliberately differs is
 listed in docs/bench.md and, at run time, in the task's notes. Files are visited in sorted order (OPERA
@@ -18,10 +20,6 @@ from ...datasets import icbhi as icbhi_reader
 from .base import (PARTS, TaskData, TaskError, carve_val, class_names, dataset_dir, existing, find_file,
                    load_name_list, make_split, read_csv_rows, read_xlsx_rows, require_file,
                    split_file_folders, split_subjects_sklearn, subject_wise_split)
-
-
-def input_sec(gt: float, ce: float, ct: float) -> dict[str, float]:
-    return {"opera-gt": gt, "opera-ce": ce, "opera-ct": ct}
 
 
 def _natural(s: str):
@@ -281,7 +279,7 @@ def coswara(label: str):
             notes.append(f"{no_audio} participants lack a cough-heavy or cough-shallow recording; left out")
         labels_a = np.array(labels, int)
         folders = split_file_folders(root, d, "coswara_eval")
-        # OPERA asks for google_{label}_cough-shallow_split.npy, which does not exist (SPEC §5.5)
+        # OPERA asks for google_{label}_cough-shallow_split.npy, which does not exist (docs/protocol.md#script-bugs)
         google = find_file((f"google_{label}_cough_split.npy", f"google_{label}_cough-shallow_split.npy"), *folders)
         split = None
         if google is not None:

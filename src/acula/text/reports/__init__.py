@@ -1,7 +1,7 @@
 """Clinical reports written from recording metadata, one builder per dataset.
 
 AcuLa aligns audio embeddings to a language model's embeddings of short clinical reports. Only
-CirCor ships LLM-written reports, so the others are templated here from the metadata (SPEC §4).
+CirCor ships LLM-written reports, so the others are templated here from the metadata (docs/protocol.md#reports).
 Every report states exactly what the metadata states: missing or 'Unknown' values never become
 findings, absent findings are stated only when the metadata says absent, and the builder lists
 the (field, value) findings it stated so a later LLM rewrite can be checked against them.
