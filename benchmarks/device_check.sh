@@ -16,9 +16,9 @@ PREPARED=${2:-}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" TQDM_MININTERVAL=15
-EXPERIMENT_S=${EXPERIMENT_S:-330}
-TESTS_S=${TESTS_S:-90}
-BENCH_S=${BENCH_S:-150}
+EXPERIMENT_S=${EXPERIMENT_S:-200}
+TESTS_S=${TESTS_S:-60}
+BENCH_S=${BENCH_S:-200}
 start=$(date +%s)
 stamp() { echo "[device_check +$(( $(date +%s) - start ))s] $*"; }
 
