@@ -65,7 +65,7 @@ def zero_shot(audio: np.ndarray, text_train: np.ndarray, train_rows: np.ndarray,
 
 def cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA, unbiased HSIC estimator (the training loss's), of two paired matrices."""
-    from ..align.losses import linear_cka_debiased
+    from ...align.losses import linear_cka_debiased
 
     return float(linear_cka_debiased(torch.from_numpy(np.asarray(x, np.float32)),
                                      torch.from_numpy(np.asarray(y, np.float32))))
