@@ -80,3 +80,22 @@ def test_trainer_switches_to_full_for_the_unmasked_epochs(tmp_path):
     assert seen == [kept] * 4 + [kept, tokens] * 2
     with pytest.raises(ValueError, match="unmasked_epochs"):
         Trainer(AculaModel(_gt(), text_dim=10), data, TrainConfig(epochs=2, batch_size=8, unmasked_epochs=1), tmp_path)
+
+
+def test_mam_only_training_runs_only_the_masked_pass(tmp_path):
+    """With the alignment weighted 0 (the MAM-only arm, MAM pre-training) the unmasked pass would feed nothing."""
+    rng = np.random.default_rng(0)
+    data = AlignmentData(rng.random((16, 64, 64), dtype=np.float32), rng.normal(size=(16, 10)).astype(np.float32))
+    model = AculaModel(_gt(), text_dim=10, hidden_dim=16, proj_dim=8)
+    seen = []
+    hook = model.encoder.blocks[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    history = Trainer(model, data, TrainConfig(epochs=1, batch_size=8, lr=1e-3, lambda_align=0.0),
+                      tmp_path).fit(resume=False)
+    hook.remove()
+    kept = int(model.encoder.num_tokens(64) * (1 - model.encoder.mask_ratio)) + 1
+    assert seen == [kept] * 2  # 2 steps, one masked pass each
+    assert all(h["align"] == 0.0 and np.isfinite(h["mam"]) for h in history)
+    assert any(not torch.equal(v, before[k]) for k, v in model.encoder.state_dict().items())  # MAM did train
+    a, p, mam = model.train()(torch.from_numpy(data.inputs[:4]), torch.zeros(4, 10), with_align=False)
+    assert a is None and p is None and mam.ndim == 0

@@ -485,3 +485,20 @@ def test_numbers_are_rounded_not_truncated(x, digits, text):
     from acula.text.reports._base import fmt_num
 
     assert fmt_num(x, digits) == text  # 139.5 bpm once read "14 bpm" in a report
+
+
+def test_fixed_phrasing_states_the_same_findings_in_one_wording(shared_dir):
+    """--phrasing fixed: the same findings give the same text, and each report states what the varied one does."""
+    paths = [shared_dir / "metadata" / p for p in SHIPPED["circor-location"]]
+    varied = build_report_table("circor-location", paths, seed=0)
+    fixed = build_report_table("circor-location", paths, seed=0, phrasing="fixed")
+    assert [r["record_id"] for r in fixed.rows] == [r["record_id"] for r in varied.rows]
+    by_findings: dict = {}
+    for v, f in zip(varied.rows, fixed.rows):
+        assert sorted(f["findings"]) == sorted(v["findings"]), f["record_id"]
+        assert f["provenance"].endswith(";phrasing=fixed")
+        by_findings.setdefault(tuple(sorted(f["findings"])), set()).add(f["Gen_Report"])
+    assert all(len(texts) == 1 for texts in by_findings.values())
+    assert len({r["Gen_Report"] for r in fixed.rows}) < len({r["Gen_Report"] for r in varied.rows})
+    with pytest.raises(ValueError, match="phrasing"):
+        build_report_table("circor-location", paths, phrasing="random")

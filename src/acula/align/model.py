@@ -87,13 +87,17 @@ class AculaModel(nn.Module):
         self._align_features = mode
 
     def forward(
-        self, x: torch.Tensor, text_emb: torch.Tensor, with_mam: bool = True, mam_noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, text_emb: torch.Tensor, with_mam: bool = True, mam_noise: torch.Tensor | None = None,
+        with_align: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """Returns (audio projections, text projections, MAM loss or 0).
 
         `full` (published) runs the encoder twice: masked for MAM, unmasked for the alignment features.
         `masked` runs it once and aligns the pooled visible tokens (FLIP); in eval mode it is `full`'s
-        unmasked pass, so held-out measurements and embeddings never see a mask."""
+        unmasked pass, so held-out measurements and embeddings never see a mask. `with_align=False`
+        (MAM only) skips the alignment features, whose loss would be weighted 0: (None, None, MAM)."""
+        if not with_align:
+            return None, None, self.encoder.forward_mam(x, noise=mam_noise)[0] if with_mam else x.new_zeros(())
         if self.align_features == "masked" and self.training:
             mam, feature = self.encoder.forward_mam_feature(x, noise=mam_noise, decode=with_mam)
         else:

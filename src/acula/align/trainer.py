@@ -264,12 +264,16 @@ class Trainer:
 
     def compute_loss(self, x: torch.Tensor, t: torch.Tensor,
                      groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        aligning = self.cfg.lambda_align > 0  # MAM only: no alignment features are computed at all
         with self.acc.autocast():
-            a, p, mam = self.model(x, t, with_mam=self.cfg.lambda_mam > 0)
-        a_all, p_all = gather_with_grad(a.float()), gather_with_grad(p.float())
-        if groups is not None and self.world > 1:
-            groups = self.acc.gather(groups)  # rank order, as the projections
-        align = self.loss_fn(a_all, p_all, groups) if self.cfg.lambda_align > 0 else a.new_zeros(())
+            a, p, mam = self.model(x, t, with_mam=self.cfg.lambda_mam > 0, with_align=aligning)
+        if aligning:
+            a_all, p_all = gather_with_grad(a.float()), gather_with_grad(p.float())
+            if groups is not None and self.world > 1:
+                groups = self.acc.gather(groups)  # rank order, as the projections
+            align = self.loss_fn(a_all, p_all, groups)
+        else:
+            align = mam.new_zeros((), dtype=torch.float32)
         loss = self.cfg.lambda_align * align + self.cfg.lambda_mam * mam.float()
         # each process back-propagates its local MAM term (DDP averages the gradients); the logged
         # value is the mean over processes, i.e. the loss of the global batch

@@ -40,6 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, default=None)
     p.add_argument("--teacher", default=None, help="minilm (default), a local folder or a Hugging Face id")
     p.add_argument("--report-profile", default=None, choices=("clinical", "full"))
+    p.add_argument("--report-phrasing", default=None, choices=("varied", "fixed"),
+                   help="varied (default): equivalent wordings per record; fixed: one wording per finding")
     p.add_argument("--probe-lr", type=float, default=None)
     p.add_argument("--probe-epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
@@ -88,6 +90,7 @@ def _config(args: argparse.Namespace, name: str, data_root: str, published: dict
                       window_seconds=args.window_seconds, crop_seconds=crop, freeze_layers=args.freeze_layers,
                       max_per_subject=args.max_per_subject, heldout_fraction=args.heldout_fraction,
                       split_seed=args.split_seed, teacher=args.teacher, report_profile=args.report_profile,
+                      report_phrasing=args.report_phrasing,
                       probe_lr=args.probe_lr, probe_epochs=args.probe_epochs, threads=args.threads,
                       published_reports=published, trust_checkpoint=args.trust_checkpoint or None,
                       arms=args.arms, unmasked_epochs=args.unmasked_epochs, device=args.device,

@@ -112,6 +112,7 @@ class ExperimentConfig:
     freeze_layers: int = 0
     teacher: str = "minilm"
     report_profile: str = "clinical"
+    report_phrasing: str = "varied"  # "fixed": one wording per finding (acula reports build --phrasing)
     probe_lr: float = 1e-2
     probe_epochs: int = 64
     threads: int = 2

@@ -43,7 +43,8 @@ class Corpus:
 def load_corpus(spec: CorpusSpec, cfg: ExperimentConfig, log) -> Corpus:
     root = Path(cfg.data_root)
     folder = locate(spec.dataset, root)
-    reports = build_report_table(spec.reports, metadata_paths=[folder], seed=0, profile=cfg.report_profile)
+    reports = build_report_table(spec.reports, metadata_paths=[folder], seed=0, profile=cfg.report_profile,
+                                 phrasing=cfg.report_phrasing)
     by_path = {r["audio_path"]: r for r in reports.rows if r.get("audio_path")}
     notes = [f"{spec.dataset}: {reports.summary()}"]
     tasks = {t: get_task(t).load(root) for t in spec.tasks}
@@ -142,7 +143,7 @@ def fingerprint(cfg: ExperimentConfig, encoder) -> dict:
             "front_end": {"frontend": c.frontend, "sample_rate": c.sample_rate, "n_mels": c.n_mels},
             "window_seconds": cfg.window_seconds, "max_per_subject": cfg.max_per_subject,
             "heldout_fraction": cfg.heldout_fraction, "split_seed": cfg.split_seed, "teacher": cfg.teacher,
-            "report_profile": cfg.report_profile,
+            "report_profile": cfg.report_profile, "report_phrasing": cfg.report_phrasing,
             "published_reports": {k: Path(v).name for k, v in sorted(cfg.published_reports.items())}}
 
 

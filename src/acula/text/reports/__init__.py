@@ -93,6 +93,7 @@ class BuildResult:
 
 
 PROFILES = ("full", "clinical")
+PHRASINGS = ("varied", "fixed")
 
 
 def _compose(b: Builder, rec: dict, ph: Phrases, profile: str):
@@ -104,9 +105,13 @@ def _compose(b: Builder, rec: dict, ph: Phrases, profile: str):
 
 
 def build_report_table(dataset: str, metadata_paths: list[str | Path] | None = None,
-                       records: list[dict] | None = None, seed: int = 0, profile: str = "full") -> BuildResult:
-    """Reports for every record, plus the records skipped and why (nothing reportable, duplicate id)."""
+                       records: list[dict] | None = None, seed: int = 0, profile: str = "full",
+                       phrasing: str = "varied") -> BuildResult:
+    """Reports for every record, plus the records skipped and why (nothing reportable, duplicate id).
+    `phrasing="fixed"`: one wording per finding (Phrases)."""
     b = _builder(dataset)
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"unknown phrasing {phrasing!r}; choose from {', '.join(PHRASINGS)}")
     if (metadata_paths is None) == (records is None):
         raise ValueError("give exactly one of metadata_paths or records")
     if records is None:
@@ -132,13 +137,14 @@ def build_report_table(dataset: str, metadata_paths: list[str | Path] | None = N
             continue
         seen.add(rid)
         try:
-            rep = _compose(b, rec, Phrases(seed, rid), profile)
+            rep = _compose(b, rec, Phrases(seed, rid, fixed=phrasing == "fixed"), profile)
         except NothingToReport as e:
             out.skipped.append((rid, str(e)))
             continue
         # a record may carry its own subject id (the synthetic manifest does): it decides the splits
         sid = raw(rec.get("subject_id")) or b.subject_id(rec)
-        provenance = f"{b.provenance_name};seed={seed}" + (f";profile={profile}" if profile != "full" else "")
+        provenance = (f"{b.provenance_name};seed={seed}" + (f";profile={profile}" if profile != "full" else "")
+                      + (f";phrasing={phrasing}" if phrasing != "varied" else ""))
         row: dict[str, Any] = {"record_id": rid, "subject_id": sid, "dataset": dataset,
                                "Gen_Report": rep.text, "provenance": provenance, "findings": rep.findings}
         for k, v in rec.items():
@@ -205,6 +211,8 @@ def register_cli(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0, help="phrasing seed")
     b.add_argument("--profile", default="full", choices=PROFILES,
                    help="full: every field; clinical: leave out device, acquisition mode and sex (as published)")
+    b.add_argument("--phrasing", default="varied", choices=PHRASINGS,
+                   help="varied: equivalent wordings chosen per record by --seed; fixed: one wording per finding")
     from ..rewrite import add_rewrite_args
 
     b.add_argument("--strict", action="store_true",
@@ -215,7 +223,8 @@ def register_cli(subparsers) -> None:
 
 def _cli_build(args) -> int:
     try:
-        res = build_report_table(args.dataset, metadata_paths=args.metadata, seed=args.seed, profile=args.profile)
+        res = build_report_table(args.dataset, metadata_paths=args.metadata, seed=args.seed, profile=args.profile,
+                                 phrasing=args.phrasing)
     except ReportInputError as e:
         print(f"acula reports build: error: {e}", file=sys.stderr)
         return 2
