@@ -79,7 +79,8 @@ def test_trainer_switches_to_full_for_the_unmasked_epochs(tmp_path):
     # 2 steps per epoch: 2 epochs of one masked pass, then one epoch of a masked and a full pass per step
     assert seen == [kept] * 4 + [kept, tokens] * 2
     with pytest.raises(ValueError, match="unmasked_epochs"):
-        Trainer(AculaModel(_gt(), text_dim=10), data, TrainConfig(epochs=2, batch_size=8, unmasked_epochs=1), tmp_path)
+        Trainer(AculaModel(_gt(), text_dim=10), data, TrainConfig(epochs=2, batch_size=8, unmasked_epochs=1,
+                                                                  align_features="full"), tmp_path)
 
 
 def test_mam_only_training_runs_only_the_masked_pass(tmp_path):
@@ -99,3 +100,13 @@ def test_mam_only_training_runs_only_the_masked_pass(tmp_path):
     assert any(not torch.equal(v, before[k]) for k, v in model.encoder.state_dict().items())  # MAM did train
     a, p, mam = model.train()(torch.from_numpy(data.inputs[:4]), torch.zeros(4, 10), with_align=False)
     assert a is None and p is None and mam.ndim == 0
+
+
+def test_auto_is_masked_where_the_encoder_drops_tokens(tmp_path):
+    rng = np.random.default_rng(0)
+    data = AlignmentData(rng.random((16, 64, 64), dtype=np.float32), rng.normal(size=(16, 10)).astype(np.float32))
+    assert TrainConfig().align_features == "auto"
+    gt = Trainer(AculaModel(_gt(), text_dim=10), data, TrainConfig(batch_size=8), tmp_path / "gt")
+    assert gt.cfg.align_features == "masked" and gt.model.align_features == "masked"
+    toy = Trainer(AculaModel(ToyEncoder(), text_dim=10), data, TrainConfig(batch_size=8), tmp_path / "toy")
+    assert toy.cfg.align_features == "full"

@@ -14,7 +14,7 @@ import contextlib
 import csv
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,27 @@ class TrainConfig:
     group_batches: bool = True  # with groups: every batch from one group (see Trainer._permutation)
     clip_norm: float = 1.0
     seed: int = 0
-    mixed_precision: str = "no"  # "no" | "bf16" (GPU)
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (GPU) | "auto": bf16 where native (training_precision)
     # "full": published, a masked (MAM) and an unmasked (alignment) encoder pass per step; "masked": one pass,
-    # aligning the visible tokens (FLIP), then the last `unmasked_epochs` epochs "full"
-    align_features: str = "full"
+    # aligning the visible tokens (FLIP), then the last `unmasked_epochs` epochs "full"; "auto": "masked" where
+    # the encoder drops masked tokens (OPERA-GT), else "full" (docs/align.md: equal quality on the real data)
+    align_features: str = "auto"
     unmasked_epochs: int = 0
     grad_checkpointing: bool = False
     save_every_steps: int = 0  # 0 = only at epoch ends
     tensorboard: bool = False  # = report_to including "tensorboard"
     report_to: tuple[str, ...] = ()  # trackers (acula.tracking): "tensorboard", "wandb"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def training_precision(mixed_precision: str, device: str | torch.device) -> str:
+    """Accelerate's precision for `mixed_precision`; "auto" is bf16 autocast where `device` computes bf16 natively
+    (a GPU, or a CPU with AVX512-BF16 / AMX: encoders.precision.bf16_native), else "no" (fp32)."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    from ..encoders.precision import bf16_native
+
+    return "bf16" if bf16_native(device) else "no"
 
 
 class AlignmentData:
@@ -154,6 +165,11 @@ class Trainer:
                  run_config: dict[str, Any] | None = None, accelerator=None, heldout: AlignmentData | None = None):
         from accelerate import Accelerator
 
+        if config.align_features == "auto":
+            config = replace(config, align_features="masked" if model.encoder.masks_tokens else "full")
+        if config.mixed_precision == "auto":  # a given accelerator's precision is what runs
+            config = replace(config, mixed_precision=str(accelerator.mixed_precision) if accelerator is not None else
+                             training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"))
         self.cfg = config
         self.out_dir = Path(out_dir)
         self.data = data

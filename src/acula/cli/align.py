@@ -193,11 +193,14 @@ def register(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
-    p.add_argument("--align-features", default="full", choices=["full", "masked"],
+    p.add_argument("--mixed-precision", default="no", choices=["no", "auto", "bf16", "fp16"],
+                   help="no: fp32; bf16/fp16: autocast (Accelerate); auto: bf16 where the device computes it natively "
+                        "(a GPU, or a CPU with AVX512-BF16 or AMX), else fp32")
+    p.add_argument("--align-features", default="auto", choices=["auto", "full", "masked"],
                    help="full (published): each step runs the encoder twice, masked for MAM and unmasked for the "
                         "alignment features; masked: once, aligning the pooled visible tokens of the MAM pass (FLIP; "
-                        "OPERA-GT only; docs/align.md compares them)")
+                        "encoders that drop masked tokens, i.e. OPERA-GT); auto (default): masked where the encoder "
+                        "can, else full (docs/align.md compares them)")
     p.add_argument("--unmasked-epochs", type=int, default=0, metavar="N",
                    help="with --align-features masked: run the last N epochs full (FLIP's unmasked tuning)")
     p.add_argument("--grad-checkpointing", action="store_true")

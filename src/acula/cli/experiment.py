@@ -51,7 +51,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unmasked-epochs", type=int, default=None,
                    help="final full-feature epochs of aligned_masked_tuned (default 1)")
     p.add_argument("--device", default=None, help="auto (default: cuda when present), cpu, cuda, cuda:1")
-    p.add_argument("--mixed-precision", default=None, choices=("no", "bf16"), help="training precision (GPU: bf16)")
+    p.add_argument("--mixed-precision", default=None, choices=("no", "auto", "bf16"),
+                   help="training precision: no (fp32, default), bf16, or auto (bf16 where native)")
     p.add_argument("--probe-workers", type=int, default=None,
                    help="processes that run the probes beside the training (default 0: in-process)")
     p.add_argument("--prepared", default=None, metavar="DIR",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...align.model import AculaModel
-from ...align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything
+from ...align.trainer import AlignmentData, TrainConfig, Trainer, seed_everything, training_precision
 from ...audio.spec import InputSpec
 from ...encoders import create
 from ...features import encode_windows, feature_forward, pool_clips, read_inputs
@@ -114,6 +115,8 @@ def train_arm(init, targets: np.ndarray, data: AlignmentData, config: TrainConfi
 
     seed_everything(config.seed)
     model = AculaModel(copy.deepcopy(init), text_dim=targets.shape[1])
+    where = device or resolve_device("auto")
+    config = replace(config, mixed_precision=training_precision(config.mixed_precision, where))
     acc = Accelerator(cpu=device is not None and device.type == "cpu", mixed_precision=config.mixed_precision)
     trainer = (Trainer if keep_checkpoints else _NoCheckpointTrainer)(model, data, config, run_dir, run_config,
                                                                       accelerator=acc)
