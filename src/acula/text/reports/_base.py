@@ -161,8 +161,8 @@ class Phrases:
     """Deterministic choice among equivalent phrasings, keyed by (seed, record id).
 
     `fixed` always takes the first phrasing and the default order: reports with the same findings are then the
-    same text, so a teacher's embedding varies only with the findings (varied phrasing halved the CKA of
-    MiniLM's CirCor report embeddings with the murmur label, 0.55 -> 0.27; docs/real-data.md)."""
+    same text, so a teacher's embedding varies only with the findings (varied phrasing halves the CKA of
+    MiniLM's CirCor report embeddings with the murmur label: docs/reports.md)."""
 
     def __init__(self, seed: int, record_id: str, fixed: bool = False):
         self.rng = random.Random(stable_seed(seed, record_id))
