@@ -66,6 +66,9 @@ def test_embed_files_bf16(tmp_path):
 
 def test_training_precision_auto_follows_the_hardware(tmp_path):
     """`--mixed-precision auto`: bf16 autocast where native, fp32 ("no") elsewhere; explicit choices are kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
     from acula.align.model import AculaModel
     from acula.align.trainer import AlignmentData, TrainConfig, Trainer, training_precision
     from toy_encoder import ToyEncoder
@@ -75,10 +78,12 @@ def test_training_precision_auto_follows_the_hardware(tmp_path):
     assert training_precision("no", "cpu") == "no" and training_precision("bf16", "cpu") == "bf16"
     rng = np.random.default_rng(0)
     data = AlignmentData(rng.random((8, 64, 64), dtype=np.float32), rng.normal(size=(8, 10)).astype(np.float32))
-    from accelerate import Accelerator
-
     auto = TrainConfig(batch_size=8, mixed_precision="auto")
-    assert Trainer(AculaModel(ToyEncoder(), text_dim=10), data, auto, tmp_path).cfg.mixed_precision == want
-    acc = Accelerator(cpu=True)
-    given = Trainer(AculaModel(ToyEncoder(), text_dim=10), data, auto, tmp_path, accelerator=acc)
-    assert given.cfg.mixed_precision == str(acc.mixed_precision)  # a given accelerator's precision is what runs
+    AcceleratorState._reset_state()  # Accelerate keeps one precision per process: other tests set theirs
+    try:
+        assert Trainer(AculaModel(ToyEncoder(), text_dim=10), data, auto, tmp_path).cfg.mixed_precision == want
+        acc = Accelerator(cpu=True)
+        given = Trainer(AculaModel(ToyEncoder(), text_dim=10), data, auto, tmp_path, accelerator=acc)
+        assert given.cfg.mixed_precision == str(acc.mixed_precision)  # a given accelerator's precision is what runs
+    finally:
+        AcceleratorState._reset_state()
