@@ -39,6 +39,17 @@ def test_masked_pass_gives_the_published_mam_loss():
     assert float(loss) == pytest.approx(float(want), rel=1e-6)
 
 
+def _pairs(n=16):
+    rng = np.random.default_rng(0)
+    return AlignmentData(rng.random((n, 64, 64), dtype=np.float32), rng.normal(size=(n, 10)).astype(np.float32))
+
+
+def _token_counts(model) -> tuple[list, object]:
+    """Tokens entering the first block at each encoder pass (CLS included), and the hook to remove."""
+    seen = []
+    return seen, model.encoder.blocks[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+
+
 def _passes(model, x, t, training=True):
     calls = []
     hook = model.encoder.blocks[0].register_forward_hook(lambda *a: calls.append(1))
@@ -66,11 +77,9 @@ def test_encoders_without_token_masking_refuse_masked():
 
 
 def test_trainer_switches_to_full_for_the_unmasked_epochs(tmp_path):
-    rng = np.random.default_rng(0)
-    data = AlignmentData(rng.random((16, 64, 64), dtype=np.float32), rng.normal(size=(16, 10)).astype(np.float32))
+    data = _pairs()
     model = AculaModel(_gt(), text_dim=10, hidden_dim=16, proj_dim=8)
-    seen = []
-    hook = model.encoder.blocks[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    seen, hook = _token_counts(model)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-3, align_features="masked", unmasked_epochs=1)
     Trainer(model, data, cfg, tmp_path).fit(resume=False)
     hook.remove()
@@ -85,11 +94,9 @@ def test_trainer_switches_to_full_for_the_unmasked_epochs(tmp_path):
 
 def test_mam_only_training_runs_only_the_masked_pass(tmp_path):
     """With the alignment weighted 0 (the MAM-only arm, MAM pre-training) the unmasked pass would feed nothing."""
-    rng = np.random.default_rng(0)
-    data = AlignmentData(rng.random((16, 64, 64), dtype=np.float32), rng.normal(size=(16, 10)).astype(np.float32))
+    data = _pairs()
     model = AculaModel(_gt(), text_dim=10, hidden_dim=16, proj_dim=8)
-    seen = []
-    hook = model.encoder.blocks[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    seen, hook = _token_counts(model)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     history = Trainer(model, data, TrainConfig(epochs=1, batch_size=8, lr=1e-3, lambda_align=0.0),
                       tmp_path).fit(resume=False)
@@ -103,8 +110,7 @@ def test_mam_only_training_runs_only_the_masked_pass(tmp_path):
 
 
 def test_auto_is_masked_where_the_encoder_drops_tokens(tmp_path):
-    rng = np.random.default_rng(0)
-    data = AlignmentData(rng.random((16, 64, 64), dtype=np.float32), rng.normal(size=(16, 10)).astype(np.float32))
+    data = _pairs()
     assert TrainConfig().align_features == "auto"
     gt = Trainer(AculaModel(_gt(), text_dim=10), data, TrainConfig(batch_size=8), tmp_path / "gt")
     assert gt.cfg.align_features == "masked" and gt.model.align_features == "masked"
